@@ -1,0 +1,129 @@
+"""``pyama process``: run the processing flow from the shell.
+
+Exit status 0 on success, 2 with a one-paragraph message on bad input or a failed FOV. A live
+progress bar (FOVs × stages) on a terminal; plain log lines when stderr is not a TTY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from flows.progress import PROGRESS_LOGGER
+from flows.runners import RUNNERS
+from pyama_lib.cli import COMMANDS
+from pyama_lib.cli import main as lib_main
+from pyama_lib.errors import ParamsError
+from pyama_lib.processing.stages import STAGES
+
+
+def register_process(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "process",
+        help="segment, correct, track and extract an acquisition into per-cell traces",
+        description="Process an ND2 or OME-TIFF acquisition into per-cell traces (Zarr store, "
+        "PyAMA traces CSVs, processing_results.yaml, traces.parquet, run.yaml).",
+    )
+    p.add_argument("input", help="the .nd2 or .ome.tif acquisition")
+    p.add_argument("-o", "--output", required=True, help="output folder (created if needed)")
+    p.add_argument("--pc", type=int, default=0, help="phase-contrast channel (default 0)")
+    p.add_argument(
+        "--fl", type=int, action="append", help="fluorescence channel; repeat for more (default 1)"
+    )
+    p.add_argument("--fovs", help='FOVs to process, e.g. "0-3, 7" (default all)')
+    p.add_argument("--fov-start", type=int, default=-1, help="first FOV (-1: the first)")
+    p.add_argument("--fov-end", type=int, default=-1, help="last FOV, inclusive (-1: the last)")
+    p.add_argument("--workers", type=int, default=2, help="parallel workers (default 2)")
+    p.add_argument("--batch-size", type=int, default=2, help="FOVs in flight at once (default 2)")
+    p.add_argument("--runner", choices=RUNNERS, default="process", help="task runner")
+    p.add_argument("--dask-address", help="scheduler of an existing Dask cluster, tcp://host:8786")
+    p.add_argument("--params", type=Path, help="YAML file of per-stage parameter overrides")
+    p.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
+    p.add_argument("--retries", type=int, help="retries per task (default 2)")
+    p.add_argument(
+        "--times",
+        choices=("nominal", "measured"),
+        default="nominal",
+        help="ND2 frame times: nominal (PyAMA) or measured time stamps",
+    )
+    p.set_defaults(func=run_process)
+
+
+def _load_params(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ParamsError(f"{path}: cannot read parameters: {exc}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections like 'segmentation:'")
+    return data
+
+
+class _ProgressHandler(logging.Handler):
+    """Renders the flow's ``pyama.progress`` records as a bar (TTY) or as log lines."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        done, total = record.pyama_progress  # type: ignore[attr-defined]
+        if self.tty:
+            width = 30
+            filled = int(width * done / max(total, 1))
+            bar = "#" * filled + "." * (width - filled)
+            end = "\n" if done >= total else ""
+            self.stream.write(f"\r[{bar}] {done}/{total} FOV stages {record.getMessage()}{end}")
+        else:
+            self.stream.write(f"progress {done}/{total}: {record.getMessage()}\n")
+        self.stream.flush()
+
+
+def run_process(args: argparse.Namespace) -> int:
+    from flows.process import process_acquisition  # imports Prefect: only when processing
+
+    handler = _ProgressHandler(sys.stderr)
+    logger = logging.getLogger(PROGRESS_LOGGER)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        summary = process_acquisition(
+            str(args.input),
+            str(args.output),
+            pc=args.pc,
+            fl=args.fl or [1],
+            fov_start=args.fov_start,
+            fov_end=args.fov_end,
+            fovs=args.fovs,
+            batch_size=args.batch_size,
+            n_workers=args.workers,
+            runner=args.runner,
+            dask_address=args.dask_address,
+            params=_load_params(args.params),
+            stages=args.stages.split(",") if args.stages else None,
+            retries=args.retries,
+            reader_options={"times": args.times} if args.times != "nominal" else {},
+        )
+    finally:
+        logger.removeHandler(handler)
+    print(summary)
+    print(f"\nresults: {summary.results_yaml}\ntraces:  {summary.parquet_dir}")
+    print(f"record:  {summary.run_yaml}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``pyama`` console script: the library's commands plus ``process``."""
+    return lib_main(argv, [*COMMANDS, register_process])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

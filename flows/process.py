@@ -1,0 +1,160 @@
+"""``process_acquisition``: copy → segment → correct → track → extract, per FOV, in parallel.
+
+The flow validates everything before it writes anything, takes the output folder's run lock,
+then runs the per-FOV stage tasks in a subflow on the chosen task runner (``process_fovs``,
+retried once with a fresh pool when a worker process crashes; completed stages are skipped) and
+finally writes the run-level outputs: ``processing_results.yaml`` (merged), the Parquet
+dataset's manifest, ``run.yaml`` and the Prefect artifacts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import PrefectFuture, as_completed
+
+from flows.progress import report_progress
+from flows.reporting import ProcessSummary, publish_artifacts, write_run_outputs
+from flows.runners import make_task_runner, workers_share_api
+from pyama_lib.config import Channels
+from pyama_lib.errors import PyamaError
+from pyama_lib.io.lock import OutputLock
+from pyama_lib.processing.stages import STAGES, FovJob, plan_jobs
+from tasks.stages import STAGE_TASKS
+
+
+@flow(name="process-fovs", retries=1, retry_delay_seconds=1)
+def process_fovs(
+    jobs: list[FovJob], stages: list[str], batch_size: int, retries: int | None = None
+) -> dict[int, Any]:
+    """Run ``stages`` in order for every job, at most ``batch_size`` FOVs in flight.
+
+    Returns ``{fov: [stage result dicts]}`` for FOVs that finished, and
+    ``{fov: {"error": ...}}`` for FOVs whose task failed after its retries. A broken worker
+    pool is re-raised so the flow retry starts a fresh one. ``retries`` overrides the tasks'
+    retry count.
+    """
+    logger = get_run_logger()
+    tasks = {
+        s: STAGE_TASKS[s] if retries is None else STAGE_TASKS[s].with_options(retries=retries)
+        for s in stages
+    }
+    total = len(jobs) * len(stages)
+    progress = create_progress_artifact(
+        progress=0.0, key="process-progress", description=f"0/{total} FOV stages"
+    )
+    waiting = deque(jobs)
+    in_flight: dict[PrefectFuture, tuple[FovJob, int]] = {}
+    results: dict[int, Any] = {job.fov: [] for job in jobs}
+
+    def submit(job: FovJob, index: int) -> None:
+        in_flight[tasks[stages[index]].submit(job)] = (job, index)
+
+    def fill() -> None:
+        while waiting and len(in_flight) < max(1, batch_size):
+            submit(waiting.popleft(), 0)
+
+    fill()
+    done = 0
+    while in_flight:
+        future = next(as_completed(list(in_flight)))
+        job, index = in_flight.pop(future)
+        done += 1
+        try:
+            results[job.fov].append(future.result())
+        except BrokenProcessPool:
+            raise
+        except Exception as exc:  # one FOV failing must not stop the others
+            logger.error("fov_%03d failed in %s: %s", job.fov, stages[index], exc)
+            results[job.fov] = {"error": f"{stages[index]}: {type(exc).__name__}: {exc}"}
+            done += len(stages) - index - 1
+        else:
+            if index + 1 < len(stages):
+                submit(job, index + 1)
+        update_progress_artifact(
+            artifact_id=progress,
+            progress=100 * done / total,
+            description=f"{done}/{total} FOV stages",
+        )
+        report_progress(done, total, f"{stages[index]} fov_{job.fov:03d}")
+        fill()
+    return results
+
+
+@flow(name="process-acquisition", log_prints=True)
+def process_acquisition(
+    input_path: str,
+    output_dir: str,
+    pc: int = 0,
+    fl: list[int] | None = None,
+    fov_start: int = -1,
+    fov_end: int = -1,
+    fovs: str | list[int] | None = None,
+    batch_size: int = 2,
+    n_workers: int = 2,
+    runner: str = "process",
+    dask_address: str | None = None,
+    params: dict[str, Any] | None = None,
+    stages: list[str] | None = None,
+    retries: int | None = None,
+    reader_options: dict[str, Any] | None = None,
+) -> ProcessSummary:
+    """Process an ND2 or OME-TIFF acquisition into per-cell traces.
+
+    Parameters keep PyAMA's names: ``pc`` phase-contrast channel, ``fl`` fluorescence channels
+    (default ``[1]``), the inclusive FOV range ``fov_start..fov_end`` (-1 = all) or ``fovs``
+    ("0-5, 7" or a list), ``batch_size`` FOVs in flight at once (bounds scratch disk and memory),
+    ``n_workers`` parallel workers. ``params`` holds per-stage parameter overrides
+    (``{"segmentation": {...}, "background": {...}, "tracking": {...}, "extraction": {...}}``);
+    ``stages`` runs a subset (e.g. ``["extract"]`` on an existing output); ``retries`` overrides
+    each task's retry count; ``reader_options`` go to the reader (ND2: ``{"times": "measured"}``).
+    """
+    logger = get_run_logger()
+    started = time.time()
+    stages = list(stages or STAGES)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise PyamaError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    stages = [s for s in STAGES if s in stages]  # always in pipeline order
+    channels = Channels(pc=pc, fl=tuple(fl if fl is not None else [1]))
+    # Validation first: nothing is written before the input, channels and FOVs check out.
+    plan = plan_jobs(
+        input_path,
+        output_dir,
+        channels,
+        fov_start=fov_start,
+        fov_end=fov_end,
+        fovs=fovs,
+        params=params or {},
+        reader_options=reader_options,
+    )
+    task_runner = make_task_runner(runner, n_workers, dask_address)
+    logger.info(
+        "%s: %d FOV(s) x %d stage(s) on %s runner (%d workers, batch %d) -> %s",
+        plan.base_name,
+        len(plan.jobs),
+        len(stages),
+        runner,
+        n_workers,
+        batch_size,
+        output_dir,
+    )
+    with OutputLock(output_dir):
+        with workers_share_api():
+            results = process_fovs.with_options(task_runner=task_runner)(
+                plan.jobs, stages, batch_size, retries
+            )
+        summary = write_run_outputs(plan, stages, results, started=started)
+    publish_artifacts(summary)
+    if summary.fovs_failed:
+        failed = "; ".join(f"fov_{f:03d} {summary.errors[f]}" for f in summary.fovs_failed)
+        raise PyamaError(
+            f"{len(summary.fovs_failed)} FOV(s) failed: {failed}. The other FOVs are done; "
+            "re-run the same command to retry the failed ones (completed stages are skipped)."
+        )
+    return summary

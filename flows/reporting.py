@@ -1,0 +1,175 @@
+"""What a processing run reports: the summary object, the run-level files and the artifacts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from pyama_lib.io.results_yaml import results_file_path, update_results_file
+from pyama_lib.processing.stages import PARQUET_DIR, Plan, results_entries
+from pyama_lib.provenance import RunRecord, input_identity, write_run_yaml
+
+
+@dataclass
+class FovSummary:
+    """One FOV's outcome: ``status`` is done, skipped (every stage already complete) or failed."""
+
+    fov: int
+    status: str
+    cells: dict[int, int] = field(default_factory=dict)
+    rows: dict[int, int] = field(default_factory=dict)
+    seconds: dict[str, float | str] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class ProcessSummary:
+    """The small object ``process_acquisition`` returns."""
+
+    input_path: str
+    output_dir: str
+    base_name: str
+    stages: list[str]
+    fovs: list[FovSummary]
+    results_yaml: str
+    parquet_dir: str
+    run_yaml: str
+    wall_seconds: float
+
+    def _with(self, status: str) -> list[int]:
+        return [f.fov for f in self.fovs if f.status == status]
+
+    @property
+    def fovs_done(self) -> list[int]:
+        return self._with("done")
+
+    @property
+    def fovs_skipped(self) -> list[int]:
+        return self._with("skipped")
+
+    @property
+    def fovs_failed(self) -> list[int]:
+        return self._with("failed")
+
+    @property
+    def errors(self) -> dict[int, str]:
+        return {f.fov: f.error or "" for f in self.fovs if f.status == "failed"}
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per FOV and fluorescence channel: status, cells, trace rows."""
+        rows = []
+        for f in self.fovs:
+            for ch in sorted(f.cells) or [None]:
+                rows.append(
+                    {
+                        "fov": f.fov,
+                        "channel": ch,
+                        "status": f.status,
+                        "cells": f.cells.get(ch, 0) if ch is not None else 0,
+                        "trace_rows": f.rows.get(ch, 0) if ch is not None else 0,
+                    }
+                )
+        return rows
+
+    def __str__(self) -> str:
+        head = f"{'fov':>5} {'ch':>3} {'status':<8} {'cells':>6} {'rows':>8}"
+        lines = [head, "-" * len(head)]
+        for r in self.table():
+            ch = "-" if r["channel"] is None else r["channel"]
+            lines.append(
+                f"{r['fov']:>5} {ch:>3} {r['status']:<8} {r['cells']:>6} {r['trace_rows']:>8}"
+            )
+        lines.append(
+            f"{len(self.fovs_done)} done, {len(self.fovs_skipped)} skipped, "
+            f"{len(self.fovs_failed)} failed in {self.wall_seconds:.1f} s"
+        )
+        return "\n".join(lines)
+
+
+def _fov_summary(fov: int, outcome: Any) -> FovSummary:
+    if isinstance(outcome, dict):  # the flow records a failed FOV as {"error": ...}
+        return FovSummary(fov, "failed", error=outcome["error"])
+    summary = FovSummary(fov, "skipped")
+    for stage in outcome:
+        if stage["written"]:
+            summary.status = "done"
+            summary.seconds[stage["stage"]] = round(stage["seconds"], 3)
+        else:
+            summary.seconds[stage["stage"]] = "skipped"
+        for ch, n in stage["info"].get("cells", {}).items():
+            summary.cells[int(ch)] = n
+        for ch, n in stage["info"].get("rows", {}).items():
+            summary.rows[int(ch)] = n
+    return summary
+
+
+def write_run_outputs(
+    plan: Plan, stages: list[str], results: dict[int, Any], started: float
+) -> ProcessSummary:
+    """Merge processing_results.yaml, append run.yaml and build the summary."""
+    out = Path(plan.output_dir)
+    fovs = [_fov_summary(fov, results[fov]) for fov in sorted(results)]
+    ok = [f.fov for f in fovs if f.status != "failed"]
+    update_results_file(results_entries(plan, ok))
+    record = RunRecord(
+        parameters={**plan.describe(), "stages": stages},
+        input=input_identity(plan.input_path),
+    )
+    for f in fovs:
+        for stage, seconds in f.seconds.items():
+            if seconds == "skipped":
+                record.mark_skipped(f.fov, stage)
+            else:
+                record.record_timing(f.fov, stage, float(seconds))
+    wall = time.time() - started
+    summary = ProcessSummary(
+        input_path=plan.input_path,
+        output_dir=str(out),
+        base_name=plan.base_name,
+        stages=stages,
+        fovs=fovs,
+        results_yaml=str(results_file_path(out)),
+        parquet_dir=str(out / PARQUET_DIR),
+        run_yaml="",
+        wall_seconds=wall,
+    )
+    record.finish(
+        status="failed" if summary.fovs_failed else "completed",
+        summary={"table": summary.table(), "wall_seconds": round(wall, 3)},
+    )
+    summary.run_yaml = str(write_run_yaml(record, out))
+    return summary
+
+
+def publish_artifacts(summary: ProcessSummary) -> None:
+    """A table of cells and trace rows per FOV and a markdown page linking the outputs."""
+    create_table_artifact(
+        table=summary.table(),
+        key="process-summary",
+        description=f"Cells and trace rows per FOV of {summary.base_name}",
+    )
+    create_markdown_artifact(
+        key="process-outputs",
+        description=f"Outputs of {summary.base_name}",
+        markdown="\n".join(
+            [
+                f"# {summary.base_name}",
+                f"- input: `{summary.input_path}`",
+                f"- output folder: `{summary.output_dir}`",
+                f"- PyAMA results: `{summary.results_yaml}`",
+                f"- traces (Parquet): `{summary.parquet_dir}`",
+                f"- provenance: `{summary.run_yaml}`",
+                f"- FOVs: {len(summary.fovs_done)} done, {len(summary.fovs_skipped)} skipped, "
+                f"{len(summary.fovs_failed)} failed; stages {', '.join(summary.stages)}; "
+                f"{summary.wall_seconds:.1f} s",
+                "",
+                "```",
+                str(summary),
+                "```",
+            ]
+        ),
+    )

@@ -1,0 +1,55 @@
+"""Task runners for the per-FOV stages, and sharing one Prefect API with worker processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect.client.orchestration import get_client
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+
+RUNNERS = ("process", "thread", "dask")
+
+
+def make_task_runner(runner: str, n_workers: int, dask_address: str | None = None) -> TaskRunner:
+    """``process`` (default; spawned worker processes), ``thread`` or ``dask``.
+
+    ``dask`` connects to the cluster at ``dask_address`` (``tcp://host:8786``) or, when it is
+    None, starts a local cluster of ``n_workers`` single-threaded worker processes.
+    """
+    if n_workers < 1:
+        raise ValueError(f"n_workers must be at least 1, got {n_workers}")
+    if runner == "process":
+        return ProcessPoolTaskRunner(max_workers=n_workers)
+    if runner == "thread":
+        return ThreadPoolTaskRunner(max_workers=n_workers)
+    if runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if dask_address:
+            return DaskTaskRunner(address=dask_address)
+        return DaskTaskRunner(
+            cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1, "processes": True}
+        )
+    raise ValueError(f"unknown runner {runner!r}; choose one of {', '.join(RUNNERS)}")
+
+
+@contextmanager
+def workers_share_api() -> Iterator[None]:
+    """Point spawned workers at this run's Prefect API.
+
+    Without ``PREFECT_API_URL`` Prefect runs a temporary server for this process, and every
+    spawned worker would start one of its own (about 8 s each, prefect-notes.md §1.1). Workers
+    inherit the environment, so publishing the URL the current client talks to makes them share.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    with get_client(sync_client=True) as client:
+        url = str(client.api_url).rstrip("/")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)

@@ -1,0 +1,75 @@
+"""Small records shared by the stages, the flows and PyAMA-compatible scripts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Channels:
+    """Which channels of the acquisition to process, with PyAMA's names.
+
+    ``pc`` is the phase-contrast channel (segmented), ``fl`` the fluorescence channels
+    (background-corrected and measured).
+    """
+
+    pc: int = 0
+    fl: tuple[int, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fl", tuple(int(c) for c in self.fl))
+        if self.pc in self.fl:
+            raise ValueError(
+                f"channel {self.pc} is given both as phase contrast and as fluorescence"
+            )
+        if len(set(self.fl)) != len(self.fl):
+            raise ValueError(f"fluorescence channels repeat: {list(self.fl)}")
+
+    @property
+    def all(self) -> tuple[int, ...]:
+        return (self.pc, *self.fl)
+
+
+def parse_fovs(spec: str | Sequence[int], n_fovs: int) -> list[int]:
+    """FOV indices from PyAMA's range syntax (``"0-5, 7"``) or a list of ints.
+
+    Ranges are inclusive, as in PyAMA's samples files. Duplicates are removed and the result is
+    sorted. Raises ``ValueError`` on malformed text and ``IndexError`` on FOVs outside
+    ``0..n_fovs-1``.
+    """
+    if isinstance(spec, str):
+        fovs: set[int] = set()
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            lo, sep, hi = part.partition("-")
+            try:
+                start, end = int(lo), int(hi) if sep else int(lo)
+            except ValueError:
+                raise ValueError(
+                    f"bad FOV range {part!r} in {spec!r}; write e.g. '0-5, 7'"
+                ) from None
+            if end < start:
+                raise ValueError(f"bad FOV range {part!r}: end before start")
+            fovs.update(range(start, end + 1))
+    else:
+        fovs = {int(f) for f in spec}
+    if not fovs:
+        raise ValueError(f"no FOVs selected by {spec!r}")
+    outside = sorted(f for f in fovs if not 0 <= f < n_fovs)
+    if outside:
+        raise IndexError(
+            f"FOV(s) {outside} outside the acquisition, which has {n_fovs} FOV(s) (0-{n_fovs - 1})"
+        )
+    return sorted(fovs)
+
+
+def select_fovs(
+    n_fovs: int, fov_start: int = -1, fov_end: int = -1, fovs: str | Sequence[int] | None = None
+) -> list[int]:
+    """PyAMA's FOV selection: an explicit ``fovs`` spec wins; else the inclusive range
+    ``fov_start..fov_end`` where -1 means the first / the last FOV."""
+    if fovs is not None:
+        return parse_fovs(fovs, n_fovs)
+    start = 0 if fov_start < 0 else fov_start
+    end = n_fovs - 1 if fov_end < 0 else fov_end
+    return parse_fovs(f"{start}-{end}", n_fovs)

@@ -1,0 +1,142 @@
+"""Exceptions raised by pyama_lib.
+
+Every error names the file (or folder) concerned and what to do next, so a lab scientist reading
+a failed run's log knows which acquisition is at fault without a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PyamaError(Exception):
+    """Base class of every error pyama_lib raises on purpose."""
+
+
+class AcquisitionError(PyamaError):
+    """A problem with an input acquisition file; ``path`` names it."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:
+        # Raised in worker processes and pickled back; the default would call __init__(message).
+        return (type(self), (self.path, self.problem))
+
+
+class AcquisitionNotFoundError(AcquisitionError, FileNotFoundError):
+    """The input path does not exist."""
+
+
+class UnsupportedFormatError(AcquisitionError):
+    """The file's extension or layout is not one PyAMA Flow reads (e.g. RGB ND2)."""
+
+
+class CorruptFileError(AcquisitionError):
+    """The file exists but cannot be parsed: truncated, damaged or not what its name says."""
+
+
+class AcquisitionIncompleteError(AcquisitionError):
+    """The file is still being written by the microscope (cannot be indexed yet)."""
+
+
+class IndexOutOfRangeError(AcquisitionError, IndexError):
+    """A FOV, channel or frame index outside the acquisition."""
+
+
+class FovOutOfRangeError(IndexOutOfRangeError):
+    """A FOV index outside the acquisition."""
+
+
+class ChannelOutOfRangeError(IndexOutOfRangeError):
+    """A channel index outside the acquisition."""
+
+
+class FrameOutOfRangeError(IndexOutOfRangeError):
+    """A frame (time point) index outside the acquisition."""
+
+
+class StoreError(PyamaError):
+    """A problem with the Zarr store of intermediates (missing input stage, bad shape...)."""
+
+
+class InputDataError(PyamaError):
+    """Array inputs to a processing stage that cannot be processed (shape/dtype mismatch...)."""
+
+
+class OutputDirError(PyamaError):
+    """The output folder cannot be created or written to; ``folder`` names it."""
+
+    def __init__(self, folder: str | Path, problem: str) -> None:
+        self.folder = Path(folder)
+        self.problem = problem
+        super().__init__(f"{self.folder}: {problem}")
+
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:
+        # Tasks run in worker processes; the default reduce would call __init__(message) and fail.
+        return (type(self), (self.folder, self.problem))
+
+
+class RunLockedError(PyamaError):
+    """Another live run holds the output folder's lock (``<out>/.pyama.lock``)."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        lock_file: str | Path,
+        pid: int | None,
+        hostname: str | None,
+        started: str | None,
+    ) -> None:
+        self.folder = Path(folder)
+        self.lock_file = Path(lock_file)
+        self.pid = pid
+        self.hostname = hostname
+        self.started = started
+        owner = (
+            f"pid {pid if pid is not None else '?'} on host {hostname or '?'}, "
+            f"started {started or 'at an unknown time'}"
+        )
+        super().__init__(
+            f"{self.folder}: output folder is in use by another PyAMA Flow run ({owner}). "
+            "Wait for that run to finish or choose another output folder. If you are sure no run "
+            f"is active there (e.g. it was killed on another machine), delete {self.lock_file} "
+            "and start again."
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[Path, Path, int | None, str | None, str | None]]:
+        return (type(self), (self.folder, self.lock_file, self.pid, self.hostname, self.started))
+
+
+class RunRecordError(PyamaError):
+    """The run record ``<out>/run.yaml`` exists but cannot be read."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:
+        return (type(self), (self.path, self.problem))
+
+
+class ResultsFileError(PyamaError):
+    """A results file (processing_results.yaml, traces CSV/Parquet) that cannot be read or written.
+
+    ``path`` names the file; the message says what is wrong with it and what to do next.
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:
+        # Raised inside worker processes; the default reduce would call __init__(message).
+        return (type(self), (self.path, self.problem))
+
+
+class ParamsError(PyamaError, ValueError):
+    """Processing parameters that are unknown or out of range."""

@@ -1,0 +1,324 @@
+"""Run provenance: which input, which software, which parameters, how long each step took.
+
+A reviewer (or the lab member re-analysing data a year later) asks "what produced these
+traces?". Every run appends one entry to ``<out>/run.yaml``: the input's identity, library
+versions, the parameters, per-FOV per-stage timings and a summary. Re-runs add history rather
+than overwrite it, so a folder processed in several passes (other FOVs, other channels) keeps
+the record of each pass.
+
+``pyama_lib`` must not import Prefect, so versions are read with ``importlib.metadata`` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import socket
+import sys
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from pyama_lib.errors import AcquisitionNotFoundError, RunRecordError, UnsupportedFormatError
+
+__all__ = [
+    "FINGERPRINT_CHUNK",
+    "RUN_YAML",
+    "RunRecord",
+    "identity_key",
+    "input_identity",
+    "library_versions",
+    "load_run_yaml",
+    "write_run_yaml",
+]
+
+RUN_YAML = "run.yaml"
+FINGERPRINT_CHUNK = 1 << 20  # 1 MiB
+_FORMAT_VERSION = 1
+_log = logging.getLogger(__name__)
+
+# Distribution names (as pip knows them), in the order a reader scans for them.
+_DISTRIBUTIONS = (
+    "pyama-flow",
+    "numpy",
+    "scipy",
+    "scikit-image",
+    "zarr",
+    "nd2",
+    "tifffile",
+    "pandas",
+    "pyarrow",
+    "pyyaml",
+    "prefect",
+    "prefect-dask",
+    "dask",
+)
+
+Timing = float | str  # seconds, or "skipped" (outputs already complete)
+
+
+def _iso(timestamp: float | None = None) -> str:
+    """Local time with UTC offset (readable, and comparable across time zones)."""
+    moment = datetime.now() if timestamp is None else datetime.fromtimestamp(timestamp)
+    return moment.astimezone().isoformat(timespec="seconds")
+
+
+# -- input identity -------------------------------------------------------------------------------
+
+
+def _fingerprint(path: Path, size: int) -> str:
+    """sha256 over the size and the first and last 1 MiB (the whole file when it is small).
+
+    Acquisitions are 10-500 GB; hashing all of it would take minutes to hours per run on a
+    network share, just to say "same file". The head holds the format header and the tail the
+    ND2 chunk map / OME-XML and acquisition metadata (dates, loop sizes), so a different or a
+    still-growing acquisition changes the fingerprint, while a copy or a move does not. What
+    it cannot see is an in-place rewrite of pixel data in the middle with identical size,
+    header and trailer, which microscopes do not do.
+    """
+    digest = hashlib.sha256()
+    digest.update(size.to_bytes(8, "little"))
+    with path.open("rb") as fh:
+        if size <= 2 * FINGERPRINT_CHUNK:
+            digest.update(fh.read())
+        else:
+            digest.update(fh.read(FINGERPRINT_CHUNK))
+            fh.seek(size - FINGERPRINT_CHUNK)
+            digest.update(fh.read(FINGERPRINT_CHUNK))
+    return "sha256:" + digest.hexdigest()
+
+
+def input_identity(path: str | Path) -> dict[str, Any]:
+    """Identify an input acquisition cheaply.
+
+    Parameters
+    ----------
+    path
+        The acquisition file (ND2, OME-TIFF).
+
+    Returns
+    -------
+    dict
+        ``path`` (absolute), ``size`` (bytes), ``mtime`` (ISO 8601 with offset) and
+        ``fingerprint`` (``"sha256:<hex>"`` of the size plus first and last MiB).
+
+    Raises
+    ------
+    AcquisitionNotFoundError
+        The file does not exist.
+    UnsupportedFormatError
+        The path is a folder.
+    """
+    p = Path(path).expanduser().absolute()
+    if not p.exists():
+        raise AcquisitionNotFoundError(
+            p, "file not found; check the path (and that the share is mounted)"
+        )
+    if not p.is_file():
+        raise UnsupportedFormatError(p, "is not a file; give the acquisition file itself")
+    st = p.stat()
+    return {
+        "path": str(p),
+        "size": int(st.st_size),
+        "mtime": _iso(st.st_mtime),
+        "fingerprint": _fingerprint(p, int(st.st_size)),
+    }
+
+
+def identity_key(identity: dict[str, Any]) -> str:
+    """Short stable hash of an identity for cache keys (16 hex digits).
+
+    Built from ``size`` and ``fingerprint`` only: a moved or copied acquisition (new path,
+    new mtime) keeps its key, so finished work is not redone, while different content changes it.
+    """
+    material = json.dumps(
+        {"size": int(identity["size"]), "fingerprint": str(identity["fingerprint"])},
+        sort_keys=True,
+    )
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:16]
+
+
+# -- versions -------------------------------------------------------------------------------------
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries that shape the results.
+
+    Read from installed distribution metadata, never by importing the package (Prefect in
+    particular must stay out of ``pyama_lib``). Libraries that are not installed are omitted.
+    """
+    versions: dict[str, str] = {"python": platform.python_version()}
+    for dist in _DISTRIBUTIONS:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+# -- run record -----------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """Convert parameters to YAML-safe builtins (paths, tuples, numpy scalars, sets)."""
+    if isinstance(value, dict):
+        return {(k if isinstance(k, int | str) else str(k)): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+@dataclass
+class RunRecord:
+    """One run's provenance, as stored in ``run.yaml``.
+
+    ``timings`` maps FOV index to ``{stage: seconds or "skipped"}``; ``status`` is
+    ``"running"``, ``"completed"`` or ``"failed"``.
+    """
+
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    started: str = field(default_factory=_iso)
+    finished: str | None = None
+    status: str = "running"
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+    hostname: str = field(default_factory=socket.gethostname)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    input: dict[str, Any] | None = None
+    versions: dict[str, str] = field(default_factory=library_versions)
+    timings: dict[int, dict[str, Timing]] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def record_timing(self, fov: int, stage: str, seconds: float) -> None:
+        """Store how long ``stage`` took on ``fov`` (rounded to ms for a readable file)."""
+        self.timings.setdefault(int(fov), {})[stage] = round(float(seconds), 3)
+
+    def mark_skipped(self, fov: int, stage: str) -> None:
+        """Record that ``stage`` on ``fov`` found complete outputs and did nothing."""
+        self.timings.setdefault(int(fov), {})[stage] = "skipped"
+
+    def finish(self, status: str = "completed", summary: dict[str, Any] | None = None) -> None:
+        """Stamp the end time and status, merging ``summary`` into the record's summary."""
+        self.finished = _iso()
+        self.status = status
+        if summary:
+            self.summary.update(summary)
+
+    def to_dict(self) -> dict[str, Any]:
+        """YAML-safe plain dict, FOV keys sorted."""
+        data = _plain(asdict(self))
+        data["timings"] = {int(k): data["timings"][k] for k in sorted(data["timings"])}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        """Inverse of :meth:`to_dict`; unknown keys (from newer versions) are ignored."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["timings"] = {
+            int(fov): dict(stages or {}) for fov, stages in (data.get("timings") or {}).items()
+        }
+        for name in ("parameters", "summary", "versions"):
+            kwargs[name] = dict(data.get(name) or {})
+        kwargs["command"] = list(data.get("command") or [])
+        return cls(**kwargs)
+
+
+def load_run_yaml(out_dir: str | Path) -> list[RunRecord]:
+    """All runs recorded in ``<out_dir>/run.yaml``, oldest first; [] when there is none.
+
+    Raises
+    ------
+    RunRecordError
+        The file exists but is not a PyAMA Flow run record.
+    """
+    path = Path(out_dir) / RUN_YAML
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise RunRecordError(path, f"cannot read run record ({exc.strerror or exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RunRecordError(
+            path, f"not valid YAML ({exc}); move it aside to start a new record"
+        ) from exc
+    if data is None:
+        return []
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        raise RunRecordError(path, "no 'runs' list; this is not a PyAMA Flow run record")
+    try:
+        return [RunRecord.from_dict(entry) for entry in data["runs"]]
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise RunRecordError(path, f"malformed run entry ({exc})") from exc
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and ``os.replace`` (never half a file)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_run_yaml(record: RunRecord, out_dir: str | Path) -> Path:
+    """Add ``record`` to ``<out_dir>/run.yaml``, or update the entry with the same ``run_id``.
+
+    Call it when a run starts and again when it ends: the entry is replaced in place, other
+    runs are kept, newest last. Writers are serialised by the output folder's run lock
+    (:class:`pyama_lib.io.lock.OutputLock`). An unreadable existing file is not thrown away:
+    it is renamed to ``run.yaml.unreadable-<time>`` and a warning is logged.
+
+    Returns
+    -------
+    Path
+        The run record's path.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RUN_YAML
+    try:
+        runs = load_run_yaml(out)
+    except RunRecordError as exc:
+        aside = path.with_name(f"{RUN_YAML}.unreadable-{datetime.now():%Y%m%dT%H%M%S}")
+        os.replace(path, aside)
+        _log.warning("%s; kept it as %s and started a new record", exc, aside)
+        runs = []
+    entries = [r.to_dict() for r in runs]
+    new = record.to_dict()
+    for i, entry in enumerate(entries):
+        if entry["run_id"] == record.run_id:
+            entries[i] = new
+            break
+    else:
+        entries.append(new)
+    document = {"format_version": _FORMAT_VERSION, "runs": entries}
+    _atomic_write_text(path, yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    return path

@@ -1,0 +1,429 @@
+"""Deterministic synthetic acquisition with ground truth, for the demo, the tests and benchmarks.
+
+Cells sit near the points of a square micropattern grid, drift a few pixels over the movie and
+express a fluorescent protein following the maturation model of DESIGN "Fitting" (time in
+hours), or not at all. Channel 0 is phase contrast (dark textured body, bright halo: high local
+variance on a flat, low-noise background, so log-std segmentation finds the cells); channels
+1..n_fl are fluorescence over an uneven illumination background. Shot noise and camera read
+noise, uint16.
+
+Everything is drawn from ``numpy.random.default_rng`` seeded by ``(seed, fov, stream, t)``, so a
+frame is the same whatever was generated before it, and generation streams one frame at a time:
+a 2048² × 180-frame FOV with 400 cells never holds more than one frame.
+
+Ground truth, beside the OME-TIFF ``<base>.ome.tif``:
+
+- ``<base>_truth_labels.zarr``: Zarr group, one uint16 array ``fov_XXX`` of shape (T, H, W) per
+  FOV (one frame per chunk) holding each cell's body pixels as its cell id (optional);
+- ``<base>_truth_cells.csv``: one row per (fov, cell, fluorescence channel): geometry, whether
+  the cell expresses and its kinetic parameters;
+- ``<base>_truth_traces.csv``: one row per (fov, cell, frame, channel): background-free total
+  intensity (counts, before noise), body area and centre.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from pyama_lib.errors import InputDataError
+from pyama_lib.io.ome_tiff import write_ome_tiff
+
+CHANNEL_NAMES = ("Phase", "GFP", "mCherry", "Cy5")
+KINETIC_PARAMS = ("t0", "ktl", "km", "delta", "beta")
+
+_PC_BACKGROUND = 1500.0  # counts
+_PC_BODY_DARKENING = 330.0
+_PC_TEXTURE_SD = 250.0  # ≫ background noise (~40): local std far above the log-std threshold
+_PC_HALO = 500.0
+_HALO_PX = 2.0
+_READ_NOISE_SD = 5.0
+_FL_BACKGROUND = 100.0
+_P_EXPRESS = 0.75
+# PyAMA's opening erases blobs without a 19×19 square inside them and its closing merges blobs
+# less than 19 px apart (DESIGN Segmentation): cells are at least this thick and this far apart.
+_MIN_SEMI_MINOR_PX = 12.0
+_MAX_SEMI_MAJOR_PX = 24.0
+_MIN_GAP_PX = 20.0
+
+
+@dataclass(frozen=True)
+class SyntheticInfo:
+    """Where :func:`make_synthetic` wrote what, and the acquisition's shape."""
+
+    path: Path
+    labels_path: Path | None
+    cells_csv: Path
+    traces_csv: Path
+    n_fovs: int
+    n_frames: int
+    n_cells: int
+    size: int
+    channel_names: tuple[str, ...]
+    times_min: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class _Cells:
+    """One FOV's cells; every array has one entry per cell (cell id = index + 1)."""
+
+    pattern_x: np.ndarray
+    pattern_y: np.ndarray
+    x0: np.ndarray
+    y0: np.ndarray
+    drift_x: np.ndarray  # px over the whole movie
+    drift_y: np.ndarray
+    semi_major: np.ndarray
+    semi_minor: np.ndarray
+    angle: np.ndarray  # radians
+    expresses: np.ndarray  # bool
+    kinetics: np.ndarray  # (n_fl, n_cells, 5) in KINETIC_PARAMS order, time in hours
+
+
+def maturation(
+    t_h: np.ndarray | float,
+    t0: np.ndarray | float,
+    ktl: np.ndarray | float,
+    km: np.ndarray | float,
+    delta: np.ndarray | float,
+    beta: np.ndarray | float,
+) -> np.ndarray:
+    """Mature-protein amount of the DESIGN maturation model (no offset); 0 before ``t0``.
+
+    All arguments broadcast; times and rates in hours. Requires ``beta != delta`` and
+    ``beta - delta + km != 0``.
+    """
+    dt = np.maximum(np.asarray(t_h, dtype=np.float64) - t0, 0.0)
+    bd = np.asarray(beta, dtype=np.float64) - delta
+    value = ktl * (
+        np.exp(-(beta + km) * dt) / (bd + km)
+        - np.exp(-beta * dt) / bd
+        + km * np.exp(-delta * dt) / (bd * (bd + km))
+    )
+    return np.where(dt > 0, value, 0.0)
+
+
+def pattern_grid(size: int, n_cells: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Centres (x, y) of the smallest square grid with ``n_cells`` points, and its spacing."""
+    side = max(1, math.ceil(math.sqrt(n_cells)))
+    spacing = size / side
+    centres = (np.arange(side, dtype=np.float64) + 0.5) * spacing
+    ys, xs = np.meshgrid(centres, centres, indexing="ij")
+    return xs.ravel(), ys.ravel(), spacing
+
+
+def _draw_cells(
+    rng: np.random.Generator, size: int, n_cells: int, n_fl: int, max_drift: float
+) -> _Cells:
+    xs, ys, spacing = pattern_grid(size, n_cells)
+    # Row-major subset of grid points: cell ids follow the pattern's raster order.
+    keep = np.sort(rng.choice(xs.size, size=n_cells, replace=False))
+    px, py = xs[keep], ys[keep]
+    jitter = min(2.0, 0.04 * spacing)
+    r_min, r_max = _radius_range(spacing, jitter, max_drift)
+    minor = rng.uniform(r_min, max(r_min, 0.5 * (r_min + r_max)), n_cells)
+    major = np.minimum(minor * rng.uniform(1.0, 1.3, n_cells), max(r_max, r_min))
+    direction = rng.uniform(0.0, 2 * np.pi, n_cells)
+    drift = rng.uniform(0.3, 1.0, n_cells) * max_drift
+    kin = np.empty((n_fl, n_cells, len(KINETIC_PARAMS)), dtype=np.float64)
+    for k in range(n_fl):
+        kin[k, :, 0] = rng.uniform(0.1, 0.9, n_cells)  # t0 within the fit bounds [0, 1] h
+        kin[k, :, 1] = np.exp(rng.uniform(np.log(1e3), np.log(1e4), n_cells))
+        kin[k, :, 2] = np.exp(rng.uniform(np.log(0.5), np.log(3.0), n_cells))
+        kin[k, :, 3] = np.exp(rng.uniform(np.log(0.05), np.log(0.3), n_cells))
+        kin[k, :, 4] = np.exp(rng.uniform(np.log(0.002), np.log(0.03), n_cells))  # < delta
+    expresses = rng.random(n_cells) < _P_EXPRESS
+    kin[:, ~expresses, 1] = 0.0  # ktl 0: the model gives 0 at every time
+    return _Cells(
+        pattern_x=px,
+        pattern_y=py,
+        x0=px + rng.uniform(-jitter, jitter, n_cells),
+        y0=py + rng.uniform(-jitter, jitter, n_cells),
+        drift_x=drift * np.cos(direction),
+        drift_y=drift * np.sin(direction),
+        semi_major=major,
+        semi_minor=minor,
+        angle=rng.uniform(0.0, np.pi, n_cells),
+        expresses=expresses,
+        kinetics=kin,
+    )
+
+
+def _radius_range(spacing: float, jitter: float, max_drift: float) -> tuple[float, float]:
+    """Smallest semi-minor and largest semi-major axis (px) keeping neighbours ≥ 20 px apart."""
+    r_max = min(_MAX_SEMI_MAJOR_PX, 0.5 * (spacing - _MIN_GAP_PX) - jitter - max_drift - _HALO_PX)
+    return min(_MIN_SEMI_MINOR_PX, r_max), r_max
+
+
+def _illumination(rng: np.random.Generator, size: int, level: float) -> np.ndarray:
+    """Smooth uneven background: a tilt plus an off-centre Gaussian hot spot, float32 (H, W)."""
+    coords = np.linspace(0.0, 1.0, size, dtype=np.float32)
+    y, x = coords[:, None], coords[None, :]
+    gx, gy, cx, cy = rng.uniform(-0.4, 0.4, 4)
+    spot = np.exp(-((x - 0.5 - cx / 2) ** 2 + (y - 0.5 - cy / 2) ** 2) / np.float32(0.18))
+    field = level * (1.0 + gx * (x - 0.5) + gy * (y - 0.5) + 0.6 * spot)
+    return field.astype(np.float32)
+
+
+def _render(
+    cells: _Cells, frac: float, totals: np.ndarray, backgrounds: list[np.ndarray], seed: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One frame: (C, H, W) uint16 image, (H, W) uint16 labels and each cell's body area."""
+    rng = np.random.default_rng(seed)
+    size = backgrounds[0].shape[0]
+    expected = [bg.copy() for bg in backgrounds]  # phase, then each fluorescence channel
+    labels = np.zeros((size, size), dtype=np.uint16)
+    areas = np.zeros(cells.x0.size, dtype=np.int64)
+    cxs, cys = cells.x0 + frac * cells.drift_x, cells.y0 + frac * cells.drift_y
+    for i in range(cells.x0.size):
+        a, b = float(cells.semi_major[i]), float(cells.semi_minor[i])
+        cx, cy = float(cxs[i]), float(cys[i])
+        ext = a + _HALO_PX + 1.0
+        y_lo, y_hi = max(0, math.floor(cy - ext)), min(size, math.ceil(cy + ext) + 1)
+        x_lo, x_hi = max(0, math.floor(cx - ext)), min(size, math.ceil(cx + ext) + 1)
+        # Pixel centres relative to the cell centre, rotated into the ellipse's frame.
+        yy = (np.arange(y_lo, y_hi, dtype=np.float32) - np.float32(cy))[:, None]
+        xx = (np.arange(x_lo, x_hi, dtype=np.float32) - np.float32(cx))[None, :]
+        cos, sin = np.float32(math.cos(cells.angle[i])), np.float32(math.sin(cells.angle[i]))
+        d = np.sqrt(((xx * cos + yy * sin) / a) ** 2 + ((yy * cos - xx * sin) / b) ** 2)
+        body = d < 1.0
+        sl = (slice(y_lo, y_hi), slice(x_lo, x_hi))
+        halo = np.clip(1.0 - (d - 1.0) * (0.5 * (a + b) / _HALO_PX), 0.0, 1.0) * ~body
+        texture = rng.standard_normal(body.shape, dtype=np.float32) * np.float32(_PC_TEXTURE_SD)
+        expected[0][sl] += np.where(body, texture - _PC_BODY_DARKENING, _PC_HALO * halo)
+        labels[sl][body] = i + 1
+        areas[i] = int(body.sum())
+        weight = np.where(body, 1.25 - d * d, 0.0)  # dome profile, brighter in the middle
+        weight /= max(float(weight.sum()), 1e-12)  # body sum = the cell's true total
+        for k in range(totals.shape[0]):
+            if totals[k, i] > 0:
+                expected[k + 1][sl] += (totals[k, i] * weight).astype(np.float32)
+    frame = np.stack([_noisy(e, rng) for e in expected])
+    return frame, labels, areas
+
+
+def _noisy(expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Shot + read noise as one Gaussian of variance λ + σ², uint16, in place on ``expected``.
+
+    At the counts used here (λ ≥ ~60) this equals Poisson + Gaussian noise to within a fraction
+    of a count, and is ~5× faster than ``rng.poisson`` on 2048² frames.
+    """
+    np.maximum(expected, 0.0, out=expected)
+    noise = rng.standard_normal(expected.shape, dtype=np.float32)
+    noise *= np.sqrt(expected + np.float32(_READ_NOISE_SD**2))
+    expected += noise
+    np.rint(expected, out=expected)
+    np.clip(expected, 0, np.iinfo(np.uint16).max, out=expected)
+    return expected.astype(np.uint16)
+
+
+def _fov_frames(
+    fov: int,
+    cells: _Cells,
+    totals: np.ndarray,
+    n_frames: int,
+    size: int,
+    seed: int,
+    labels_out: zarr.Array | None,
+    areas_out: np.ndarray,
+) -> Iterator[np.ndarray]:
+    """Yield one FOV's (C, H, W) frames; write its truth labels and areas on the way."""
+    n_fl = totals.shape[1]
+    backgrounds = [np.full((size, size), _PC_BACKGROUND, dtype=np.float32)]
+    backgrounds += [
+        _illumination(np.random.default_rng([seed, fov, 2, k]), size, _FL_BACKGROUND)
+        for k in range(n_fl)
+    ]
+    for t in range(n_frames):
+        frac = t / max(n_frames - 1, 1)
+        frame, labels, areas = _render(cells, frac, totals[t], backgrounds, [seed, fov, 1, t])
+        if labels_out is not None:
+            labels_out[t] = labels
+        areas_out[t] = areas
+        yield frame
+
+
+def make_synthetic(
+    out_dir: str | Path,
+    n_fovs: int = 2,
+    n_frames: int = 40,
+    size: int = 256,
+    n_cells: int = 16,
+    seed: int = 0,
+    n_fl: int = 1,
+    interval_min: float = 10.0,
+    *,
+    base_name: str = "synthetic",
+    max_drift_px: float = 2.0,
+    write_labels: bool = True,
+    compression: str | None = None,
+) -> SyntheticInfo:
+    """Write a synthetic multi-FOV OME-TIFF acquisition and its ground truth into ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir
+        Folder to write into (created). Existing files of the same names are replaced.
+    n_fovs, n_frames, size, n_cells
+        FOVs, frames per FOV, image side (px) and cells per FOV. Cells get the smallest square
+        grid holding ``n_cells`` points. With a grid spacing ``size / ceil(sqrt(n_cells))`` of
+        at least 64 px every cell is thick enough to survive PyAMA's segmentation and far
+        enough from its neighbours not to merge; below that cells shrink (error under ~38 px).
+    seed
+        Same seed, same frames and truth (the OME-XML's UUID differs between writes).
+    n_fl
+        Fluorescence channels (1-3 named GFP, mCherry, Cy5); channel 0 is phase contrast.
+    interval_min
+        Minutes between frames, written as OME ``DeltaT``.
+    base_name
+        File stem: ``<base>.ome.tif``, ``<base>_truth_*.*``.
+    max_drift_px
+        Largest distance a cell drifts over the movie.
+    write_labels
+        Write the truth label stacks (skip them for large benchmarks to save time).
+    compression
+        TIFF compression passed to :func:`~pyama_lib.io.ome_tiff.write_ome_tiff`.
+
+    Returns
+    -------
+    SyntheticInfo
+    """
+    _validate(n_fovs, n_frames, size, n_cells, n_fl, interval_min, max_drift_px)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = CHANNEL_NAMES[: n_fl + 1]
+    if n_fl >= len(CHANNEL_NAMES):  # more reporters than named ones: number them all
+        names = ("Phase", *(f"FL{k}" for k in range(1, n_fl + 1)))
+    times_min = np.arange(n_frames, dtype=np.float64) * interval_min
+    cells = [
+        _draw_cells(np.random.default_rng([seed, fov, 0, 0]), size, n_cells, n_fl, max_drift_px)
+        for fov in range(n_fovs)
+    ]
+    # (fov, T, n_fl, n_cells): from the model, so traces never depend on the rendering.
+    totals = np.stack(
+        [
+            maturation(times_min[:, None, None] / 60.0, *np.moveaxis(c.kinetics, -1, 0))
+            for c in cells
+        ]
+    )
+    areas = np.zeros((n_fovs, n_frames, n_cells), dtype=np.int64)
+    labels_path = out / f"{base_name}_truth_labels.zarr" if write_labels else None
+    group = zarr.open_group(labels_path, mode="w") if labels_path is not None else None
+
+    def labels_array(fov: int) -> zarr.Array | None:
+        if group is None:
+            return None
+        arr = group.create_array(
+            f"fov_{fov:03d}", shape=(n_frames, size, size), chunks=(1, size, size), dtype="uint16"
+        )
+        arr.attrs["axes"] = "TYX"
+        return arr
+
+    path = write_ome_tiff(
+        out / f"{base_name}.ome.tif",
+        (
+            _fov_frames(f, cells[f], totals[f], n_frames, size, seed, labels_array(f), areas[f])
+            for f in range(n_fovs)
+        ),
+        names,
+        times_min,
+        compression=compression,
+    )
+    cells_csv = out / f"{base_name}_truth_cells.csv"
+    _cells_table(cells).to_csv(cells_csv, index=False)
+    traces_csv = out / f"{base_name}_truth_traces.csv"
+    _traces_table(cells, totals, areas, times_min).to_csv(traces_csv, index=False)
+    return SyntheticInfo(
+        path=path,
+        labels_path=labels_path,
+        cells_csv=cells_csv,
+        traces_csv=traces_csv,
+        n_fovs=n_fovs,
+        n_frames=n_frames,
+        n_cells=n_cells,
+        size=size,
+        channel_names=tuple(names),
+        times_min=tuple(times_min.tolist()),
+    )
+
+
+def _validate(
+    n_fovs: int,
+    n_frames: int,
+    size: int,
+    n_cells: int,
+    n_fl: int,
+    interval_min: float,
+    max_drift: float,
+) -> None:
+    problems = [
+        f"{name} must be ≥ {low}, got {value}"
+        for name, value, low in (
+            ("n_fovs", n_fovs, 1),
+            ("n_frames", n_frames, 1),
+            ("size", size, 64),
+            ("n_cells", n_cells, 1),
+            ("n_fl", n_fl, 1),
+        )
+        if value < low
+    ]
+    if n_cells >= 1 and size >= 64:
+        spacing = pattern_grid(size, n_cells)[2]
+        if _radius_range(spacing, min(2.0, 0.04 * spacing), max_drift)[1] < 4.0:
+            problems.append(
+                f"{n_cells} cells do not fit a {size} px image with {max_drift:g} px drift (grid "
+                f"spacing {spacing:.0f} px); use fewer cells, a larger size or less drift"
+            )
+    if not max_drift >= 0:
+        problems.append(f"max_drift_px must be ≥ 0, got {max_drift}")
+    if not interval_min > 0:
+        problems.append(f"interval_min must be > 0, got {interval_min}")
+    if problems:
+        raise InputDataError("synthetic acquisition: " + "; ".join(problems))
+
+
+def _cells_table(cells: list[_Cells]) -> pd.DataFrame:
+    """One row per (fov, cell, fluorescence channel): geometry, expression, kinetics."""
+    frames = []
+    for fov, c in enumerate(cells):
+        n_fl, n = c.kinetics.shape[:2]
+        geometry = {f.name: getattr(c, f.name) for f in fields(c) if f.name != "kinetics"}
+        for k in range(n_fl):
+            table = {"fov": fov, "cell": np.arange(1, n + 1), "channel": k + 1} | geometry
+            table |= {p: c.kinetics[k, :, j] for j, p in enumerate(KINETIC_PARAMS)}
+            frames.append(pd.DataFrame(table))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _traces_table(
+    cells: list[_Cells], totals: np.ndarray, areas: np.ndarray, times_min: np.ndarray
+) -> pd.DataFrame:
+    """One row per (fov, cell, frame, channel): true total intensity, area and centre."""
+    n_fovs, n_frames, n_fl, n = totals.shape
+    frac = np.arange(n_frames, dtype=np.float64) / max(n_frames - 1, 1)
+    frames = []
+    for fov, c in enumerate(cells):
+        for k in range(n_fl):
+            frame_idx = np.repeat(np.arange(n_frames), n)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "fov": fov,
+                        "cell": np.tile(np.arange(1, n + 1), n_frames),
+                        "frame": frame_idx,
+                        "time": times_min[frame_idx],
+                        "channel": k + 1,
+                        "intensity_total": totals[fov, :, k, :].ravel(),
+                        "area": areas[fov].ravel(),
+                        "position_x": (c.x0 + frac[:, None] * c.drift_x).ravel(),
+                        "position_y": (c.y0 + frac[:, None] * c.drift_y).ravel(),
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True)

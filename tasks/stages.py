@@ -1,0 +1,61 @@
+"""Prefect tasks: one per stage, each runs that stage for ONE FOV by calling pyama_lib.
+
+Tasks take a small :class:`~pyama_lib.processing.stages.FovJob` (paths, channels, parameters)
+and return a small dict; arrays never cross the task boundary. Idempotency lives in the store:
+a stage whose outputs are complete for the same inputs and parameters returns at once (the
+store's completion markers are the cache, keyed on input identity, FOV, stage parameters and
+code version; Prefect's result cache is off because it cannot see an output deleted on disk).
+"""
+
+from __future__ import annotations
+
+from prefect import Task, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from pyama_lib.processing.stages import STAGES, FovJob, run_stage
+from tasks.faults import maybe_inject_fault
+
+# Backoff for transient I/O errors (network shares, a busy disk); override with .with_options.
+RETRIES = 2
+RETRY_DELAYS = [2, 10]
+
+
+def _run(stage: str, job: FovJob) -> dict:
+    logger = get_run_logger()
+    maybe_inject_fault(stage, job.fov, job.output_dir)
+    result = run_stage(stage, job)
+    if result.was_skipped:
+        logger.info("%s fov_%03d: outputs already complete, skipped", stage, job.fov)
+    else:
+        logger.info(
+            "%s fov_%03d: wrote %s in %.1f s",
+            stage,
+            job.fov,
+            ", ".join(result.written),
+            result.seconds,
+        )
+    return result.as_dict()
+
+
+def _stage_task(stage: str) -> Task:
+    def run(job: FovJob) -> dict:
+        return _run(stage, job)
+
+    run.__name__ = f"{stage}_fov"
+    run.__doc__ = f"Run the {stage} stage for one FOV (see pyama_lib.processing.stages)."
+    return task(
+        run,
+        name=stage,
+        task_run_name=f"{stage} fov_{{job.fov:03d}}",
+        retries=RETRIES,
+        retry_delay_seconds=RETRY_DELAYS,
+        cache_policy=NO_CACHE,
+    )
+
+
+STAGE_TASKS: dict[str, Task] = {stage: _stage_task(stage) for stage in STAGES}
+copy_fov = STAGE_TASKS["copy"]
+segment_fov = STAGE_TASKS["segment"]
+correct_fov = STAGE_TASKS["correct"]
+track_fov = STAGE_TASKS["track"]
+extract_fov = STAGE_TASKS["extract"]

@@ -1,0 +1,29 @@
+"""Test configuration: Prefect state in a temporary folder, no telemetry, shared test data."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Set before anything imports prefect: its settings are read once at import time.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="pyama-test-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
+os.environ.pop("PREFECT_API_URL", None)
+
+REPO = Path(__file__).resolve().parents[1]
+# ../shared beside the checkout (as CI has it); PYAMA_SHARED overrides.
+SHARED = Path(os.environ.get("PYAMA_SHARED", REPO.parent / "shared"))
+ND2_DIR = SHARED / "data" / "nd2"
+
+
+@pytest.fixture(scope="session")
+def nd2_dir() -> Path:
+    if not ND2_DIR.is_dir():
+        pytest.fail(f"shared ND2 test data not found at {ND2_DIR}; set PYAMA_SHARED")
+    return ND2_DIR
