@@ -27,3 +27,13 @@ def nd2_dir() -> Path:
     if not ND2_DIR.is_dir():
         pytest.fail(f"shared ND2 test data not found at {ND2_DIR}; set PYAMA_SHARED")
     return ND2_DIR
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real, temporary Prefect API for the session (about 9 s to start, so not autouse:
+    library tests do not pay it). It sets PREFECT_API_URL, so process workers share it."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield

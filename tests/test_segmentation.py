@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from pyama_lib.errors import InputDataError
+from pyama_lib.errors import InputDataError, ParamsError
 from pyama_lib.processing.segmentation import (
     SegmentationParams,
     dilate_square,
@@ -261,9 +261,9 @@ def test_params_defaults_are_pyama_and_validated():
         "iterations": 3,
     }
     for bad in ({"filter_size": 4}, {"structure_size": 0}, {"iterations": 0}, {"n_bins": 0}):
-        with pytest.raises(ValueError, match="SegmentationParams"):
+        with pytest.raises(ParamsError, match="SegmentationParams"):
             SegmentationParams(**bad)
-    with pytest.raises(ValueError, match="n_sigma"):
+    with pytest.raises(ParamsError, match="n_sigma"):
         SegmentationParams(n_sigma=float("nan"))
 
 

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.interpolate import InterpolatedUnivariateSpline, RectBivariateSpline
 
-from pyama_lib.errors import InputDataError
+from pyama_lib.errors import InputDataError, ParamsError
 from pyama_lib.processing.segmentation import dilate_square, validate_frame
 
 __all__ = [
@@ -62,6 +62,11 @@ class BackgroundParams:
     tile_height, tile_width : int
         Nominal tile size in pixels; windows are about twice that and overlap by half.
         PyAMA: 256 x 256.
+
+    Raises
+    ------
+    ParamsError
+        When a value is out of range (a ``ValueError``).
     """
 
     dilation_size: int = 21
@@ -71,11 +76,12 @@ class BackgroundParams:
     def __post_init__(self) -> None:
         d = self.dilation_size
         if not isinstance(d, int) or d < 1 or d % 2 == 0:
-            raise ValueError(f"BackgroundParams.dilation_size must be an odd int >= 1, got {d!r}")
+            raise ParamsError(f"BackgroundParams.dilation_size must be an odd int >= 1, got {d!r}")
         for name in ("tile_height", "tile_width"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"BackgroundParams.{name} must be an int >= 1, got {value!r}")
+            # >= 4 keeps window edges (and so spline centres) strictly increasing at any size
+            if not isinstance(value, int) or value < 4:
+                raise ParamsError(f"BackgroundParams.{name} must be an int >= 4, got {value!r}")
 
     def as_dict(self) -> dict[str, int]:
         """Return the parameters as a plain dict (for completion markers and YAML)."""

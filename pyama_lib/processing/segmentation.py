@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from pyama_lib.errors import InputDataError
+from pyama_lib.errors import InputDataError, ParamsError
 
 __all__ = [
     "SegmentationParams",
@@ -65,6 +65,11 @@ class SegmentationParams:
         Side of the square structuring element of the opening and closing (odd). PyAMA: 7.
     iterations : int
         How often each erosion/dilation of the opening and closing is repeated. PyAMA: 3.
+
+    Raises
+    ------
+    ParamsError
+        When a value is out of range (a ``ValueError``).
     """
 
     filter_size: int = 3
@@ -77,16 +82,16 @@ class SegmentationParams:
         for name in ("filter_size", "structure_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1 or value % 2 == 0:
-                raise ValueError(
+                raise ParamsError(
                     f"SegmentationParams.{name} must be an odd int >= 1, got {value!r}"
                 )
         for name in ("n_bins", "iterations"):
             value = getattr(self, name)
             # iterations < 1 would mean "until nothing changes" in scipy: not PyAMA's meaning.
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"SegmentationParams.{name} must be an int >= 1, got {value!r}")
+                raise ParamsError(f"SegmentationParams.{name} must be an int >= 1, got {value!r}")
         if not np.isfinite(self.n_sigma) or self.n_sigma < 0:
-            raise ValueError(
+            raise ParamsError(
                 f"SegmentationParams.n_sigma must be finite and >= 0, got {self.n_sigma!r}"
             )
 
@@ -217,12 +222,17 @@ def threshold_by_histogram(values: np.ndarray, n_bins: int = 200, n_sigma: float
             "threshold_by_histogram needs a non-empty array of finite values "
             f"(got {flat.size} values); compute them with log_std first."
         )
+    return _threshold(flat, n_bins, n_sigma)
+
+
+def _threshold(flat: np.ndarray, n_bins: int, n_sigma: float) -> float:
+    """:func:`threshold_by_histogram` of a checked, flat array."""
     counts, edges = np.histogram(flat, bins=n_bins)
     centres = (edges[:-1] + edges[1:]) * 0.5
     mode = centres[int(np.argmax(counts))]  # argmax: first bin wins a tie
     background = flat[flat <= mode]  # never empty: the minimum lies in or below the mode bin
-    sigma = np.std(background)
-    return float(mode + n_sigma * sigma)
+    # float(n_sigma): a numpy float64 factor would promote PyAMA's float32 arithmetic
+    return float(mode + float(n_sigma) * np.std(background))
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -357,6 +367,6 @@ def segment_frame(pc: np.ndarray, params: SegmentationParams | None = None) -> n
     """
     p = params if params is not None else SegmentationParams()
     logstd = log_std(pc, p.filter_size)
-    threshold = threshold_by_histogram(logstd, p.n_bins, p.n_sigma)
+    threshold = _threshold(logstd.ravel(), p.n_bins, p.n_sigma)  # log-std is always finite
     binary = logstd > np.float32(threshold)
     return open_close(fill_holes(binary), p.structure_size, p.iterations)

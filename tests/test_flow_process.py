@@ -1,0 +1,227 @@
+"""The processing flow through real Prefect (temporary API), on a real synthetic acquisition."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.cli import main as cli_main
+from flows.process import process_acquisition
+from pyama_lib.errors import RunLockedError
+from pyama_lib.io.acquisition import open_acquisition
+from pyama_lib.io.lock import OutputLock
+from pyama_lib.io.results_yaml import load_results
+from pyama_lib.io.store import FovStore
+from pyama_lib.io.traces import read_traces_csv, read_traces_parquet, traces_csv_path
+from pyama_lib.processing.background import correct_frame
+from pyama_lib.processing.extraction import extract_traces
+from pyama_lib.processing.segmentation import segment_frame
+from pyama_lib.processing.tracking import track_masks
+from pyama_lib.provenance import load_run_yaml
+from pyama_lib.synthetic import make_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+FL = [1, 2]
+ARRAYS = ["pc_ch_0", "fl_ch_1", "fl_ch_2", "seg_ch_0", "seg_labeled_ch_0"] + [
+    "fl_corrected_ch_1",
+    "fl_corrected_ch_2",
+]
+
+
+@pytest.fixture(scope="module")
+def acquisition(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("acq")
+    info = make_synthetic(out, n_fovs=3, n_frames=32, size=128, n_cells=4, seed=3, n_fl=2)
+    return info.path
+
+
+@pytest.fixture(scope="module")
+def reference_run(prefect_api, acquisition, tmp_path_factory):
+    """One uninterrupted run, 2 thread workers (the process runner is exercised by the crash
+    test: each process pool costs seconds of worker start-up)."""
+    out = tmp_path_factory.mktemp("ref") / "out"
+    summary = process_acquisition(
+        str(acquisition), str(out), pc=0, fl=FL, n_workers=2, runner="thread"
+    )
+    return out, summary
+
+
+def _all_traces(out: Path, base: str) -> dict[tuple[int, int], pd.DataFrame]:
+    return {
+        (fov, ch): read_traces_csv(traces_csv_path(out, base, fov, ch))
+        for fov in range(3)
+        for ch in FL
+    }
+
+
+def test_every_output_exists_and_agrees(reference_run, acquisition):
+    out, summary = reference_run
+    base = summary.base_name
+    assert summary.fovs_done == [0, 1, 2] and not summary.fovs_failed
+    for fov in range(3):
+        store = FovStore(out, base, fov)
+        assert all(store.is_complete(name) for name in ARRAYS), store.array_names()
+    csv = pd.concat(
+        [df.assign(channel=ch) for (_, ch), df in _all_traces(out, base).items()]
+    ).sort_values(["fov", "channel", "frame", "cell"], ignore_index=True)
+    parquet = read_traces_parquet(out / "traces.parquet").sort_values(
+        ["fov", "channel", "frame", "cell"], ignore_index=True
+    )
+    assert len(csv) > 0 and len(csv) == len(parquet)
+    pd.testing.assert_frame_equal(csv[parquet.columns], parquet, check_dtype=False, atol=1e-6)
+    # every cell of the table is in the summary
+    for f in summary.fovs:
+        for ch in FL:
+            assert f.cells[ch] == csv[(csv.fov == f.fov) & (csv.channel == ch)].cell.nunique()
+    results = load_results(out)
+    assert sorted(results.results_paths) == [0, 1, 2]
+    for entry in results.results_paths.values():
+        paths = [entry.pc[1], entry.seg[1], entry.seg_labeled[1]]
+        paths += [p for _, p in entry.fl + entry.fl_corrected + entry.traces_csv]
+        assert len(paths) == 3 + 3 * len(FL)
+        assert all(Path(p).exists() for p in paths)
+    runs = load_run_yaml(out)
+    assert runs[-1].status == "completed" and runs[-1].input["size"] == acquisition.stat().st_size
+
+
+def test_traces_equal_library_stages_called_directly(reference_run, acquisition):
+    out, summary = reference_run
+    fov, ch = 1, 2
+    with open_acquisition(acquisition) as acq:
+        pc = [acq.frame(fov, 0, t) for t in range(acq.n_frames)]
+        fl = [acq.frame(fov, ch, t) for t in range(acq.n_frames)]
+        times = acq.frame_times(fov)
+    seg = [segment_frame(f) for f in pc]
+    corrected = [correct_frame(f, s) for f, s in zip(fl, seg, strict=True)]
+    expected = extract_traces(track_masks(np.stack(seg)), corrected, times, fov)
+    got = read_traces_csv(traces_csv_path(out, summary.base_name, fov, ch))
+    assert len(expected) > 0
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, atol=5e-7)
+
+
+def test_rerun_skips_everything(reference_run, acquisition):
+    out, _ = reference_run
+    summary = process_acquisition(str(acquisition), str(out), fl=FL, runner="thread")
+    assert summary.fovs_skipped == [0, 1, 2]
+    assert set(load_run_yaml(out)[-1].timings[0].values()) == {"skipped"}
+
+
+def test_injected_oserror_is_retried(prefect_api, acquisition, tmp_path, monkeypatch):
+    from prefect.client.orchestration import get_client
+
+    monkeypatch.setenv("PYAMA_FAULT", "segment:0")
+    summary = process_acquisition(
+        str(acquisition), str(tmp_path / "out"), fl=[1], fovs="0", runner="thread"
+    )
+    assert summary.fovs_done == [0]
+    assert (tmp_path / "out" / ".pyama-fault-segment-0-oserror").exists()
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs()
+    segment = [r for r in runs if r.name == "segment fov_000" and r.run_count == 2]
+    assert segment and segment[0].state.is_completed()
+
+
+def test_crashed_worker_process_is_recovered(
+    prefect_api, reference_run, acquisition, tmp_path, monkeypatch
+):
+    """Default runner (process pool): a worker killed mid-task breaks the pool; the flow retry
+    starts a fresh one and finishes, with the same traces as an uninterrupted run."""
+    monkeypatch.setenv("PYAMA_FAULT", "segment:1:crash")
+    out = tmp_path / "out"
+    summary = process_acquisition(str(acquisition), str(out), fl=[1], fovs="0-1")
+    assert summary.fovs_done == [0, 1]
+    assert (out / ".pyama-fault-segment-1-crash").exists()
+    ref_out, _ = reference_run
+    for fov in (0, 1):
+        pd.testing.assert_frame_equal(
+            read_traces_csv(traces_csv_path(out, summary.base_name, fov, 1)),
+            read_traces_csv(traces_csv_path(ref_out, summary.base_name, fov, 1)),
+        )
+
+
+def test_second_run_on_locked_output_is_refused(prefect_api, acquisition, tmp_path):
+    out = tmp_path / "out"
+    with OutputLock(out), pytest.raises(RunLockedError, match=str(os.getpid())):
+        process_acquisition(str(acquisition), str(out), fl=[1], fovs="0", runner="thread")
+    assert not FovStore(out, "synthetic", 0).array_names()
+
+
+def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "process", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: SIGKILL reaches the workers too
+    )
+
+
+def test_sigkill_then_rerun_resumes(prefect_api, reference_run, acquisition, tmp_path):
+    out = tmp_path / "out"
+    args = [str(acquisition), "-o", str(out), "--fl", "1", "--fl", "2", "--batch-size", "1"]
+    args += ["--runner", "thread"]
+    proc = _run_cli(*args, env={"PYAMA_FAULT": "track:1:slow"})
+    fired = out / ".pyama-fault-track-1-slow"
+    deadline = time.monotonic() + 120
+    while not fired.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert fired.exists(), proc.communicate()[1] if proc.poll() is not None else "timeout"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / ".pyama.lock").exists()  # left behind by the killed run
+
+    again = _run_cli(*args)
+    stdout, stderr = again.communicate(timeout=180)
+    assert again.returncode == 0, stderr
+    timings = load_run_yaml(out)[-1].timings
+    assert set(timings[0].values()) == {"skipped"}  # FOV 0 had finished
+    assert [timings[1][s] for s in ("copy", "segment", "correct")] == ["skipped"] * 3
+    assert all(isinstance(timings[1][s], float) for s in ("track", "extract"))  # redone
+    assert all(isinstance(v, float) for v in timings[2].values())  # never started
+    ref_out, summary = reference_run
+    for key, df in _all_traces(out, summary.base_name).items():
+        pd.testing.assert_frame_equal(df, _all_traces(ref_out, summary.base_name)[key])
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("missing", "no such file"),
+        ("corrupt", "synthetic-bad.ome.tif"),
+        ("fovs", "outside the acquisition"),
+        ("channel", "channel 7 is out of range"),
+        ("unwritable", "afile"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_clear_message(
+    prefect_api, acquisition, tmp_path, capsys, case, needle
+):
+    src, out = str(acquisition), tmp_path / "out"
+    extra: list[str] = []
+    if case == "missing":
+        src = str(tmp_path / "nope.nd2")
+    elif case == "corrupt":
+        bad = tmp_path / "synthetic-bad.ome.tif"
+        bad.write_bytes(acquisition.read_bytes()[:5000])
+        src = str(bad)
+    elif case == "fovs":
+        extra = ["--fovs", "2-9"]
+    elif case == "channel":
+        extra = ["--fl", "7"]
+    else:
+        (tmp_path / "afile").write_text("x")
+        out = tmp_path / "afile" / "out"
+    code = cli_main(["process", src, "-o", str(out), "--runner", "thread", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and "Traceback" not in err
+    assert not out.exists() or not any(out.rglob("zarr.json"))
