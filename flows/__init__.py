@@ -1,0 +1,29 @@
+"""Prefect flows of PyAMA Flow: ``from flows import process_acquisition``.
+
+Exports load lazily, so the ``pyama`` command starts without importing Prefect unless a
+subcommand needs it.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import import_module
+from typing import Any
+
+# PyAMA Flow never phones home: the embedded Prefect server would otherwise try to send
+# telemetry (and log an error on an offline lab machine). Set it to "true" to opt in.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+_EXPORTS = {
+    "process_acquisition": "flows.process",
+    "process_fovs": "flows.process",
+    "ProcessSummary": "flows.reporting",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'flows' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

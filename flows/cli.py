@@ -18,8 +18,8 @@ from flows.progress import PROGRESS_LOGGER
 from flows.runners import RUNNERS
 from pyama_lib.cli import COMMANDS
 from pyama_lib.cli import main as lib_main
+from pyama_lib.config import STAGES
 from pyama_lib.errors import ParamsError
-from pyama_lib.processing.stages import STAGES
 
 
 def register_process(subparsers: Any) -> None:
@@ -94,6 +94,7 @@ def run_process(args: argparse.Namespace) -> int:
     logger = logging.getLogger(PROGRESS_LOGGER)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # the bar replaces the log line; Prefect's console would repeat it
     try:
         summary = process_acquisition(
             str(args.input),

@@ -133,6 +133,8 @@ def process_acquisition(
         params=params or {},
         reader_options=reader_options,
     )
+    for warning in plan.warnings:
+        logger.warning(warning)
     task_runner = make_task_runner(runner, n_workers, dask_address)
     logger.info(
         "%s: %d FOV(s) x %d stage(s) on %s runner (%d workers, batch %d) -> %s",
@@ -152,7 +154,9 @@ def process_acquisition(
         summary = write_run_outputs(plan, stages, results, started=started)
     publish_artifacts(summary)
     if summary.fovs_failed:
-        failed = "; ".join(f"fov_{f:03d} {summary.errors[f]}" for f in summary.fovs_failed)
+        failed = "; ".join(
+            f"fov_{f:03d} in {summary.errors[f].rstrip('.')}" for f in summary.fovs_failed
+        )
         raise PyamaError(
             f"{len(summary.fovs_failed)} FOV(s) failed: {failed}. The other FOVs are done; "
             "re-run the same command to retry the failed ones (completed stages are skipped)."

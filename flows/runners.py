@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from prefect.client.orchestration import get_client
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+if TYPE_CHECKING:
+    from prefect.task_runners import TaskRunner
 
 RUNNERS = ("process", "thread", "dask")
 
@@ -18,6 +19,8 @@ def make_task_runner(runner: str, n_workers: int, dask_address: str | None = Non
     ``dask`` connects to the cluster at ``dask_address`` (``tcp://host:8786``) or, when it is
     None, starts a local cluster of ``n_workers`` single-threaded worker processes.
     """
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+
     if n_workers < 1:
         raise ValueError(f"n_workers must be at least 1, got {n_workers}")
     if runner == "process":
@@ -46,10 +49,16 @@ def workers_share_api() -> Iterator[None]:
     if os.environ.get("PREFECT_API_URL"):
         yield
         return
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     with get_client(sync_client=True) as client:
         url = str(client.api_url).rstrip("/")
+    # Spawned processes read the environment; prefect-dask ships the current *settings* to
+    # Dask workers, so publish the URL both ways.
     os.environ["PREFECT_API_URL"] = url
     try:
-        yield
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield
     finally:
         os.environ.pop("PREFECT_API_URL", None)

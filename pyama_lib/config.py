@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+#: The processing stages of one FOV, in pipeline order.
+STAGES = ("copy", "segment", "correct", "track", "extract")
+
 
 @dataclass(frozen=True)
 class Channels:

@@ -13,8 +13,8 @@ class PyamaError(Exception):
     """Base class of every error pyama_lib raises on purpose."""
 
 
-class AcquisitionError(PyamaError):
-    """A problem with an input acquisition file; ``path`` names it."""
+class PathError(PyamaError):
+    """An error about one file or folder: ``path`` names it, ``problem`` says what is wrong."""
 
     def __init__(self, path: str | Path, problem: str) -> None:
         self.path = Path(path)
@@ -24,6 +24,10 @@ class AcquisitionError(PyamaError):
     def __reduce__(self) -> tuple[type, tuple[Path, str]]:
         # Raised in worker processes and pickled back; the default would call __init__(message).
         return (type(self), (self.path, self.problem))
+
+
+class AcquisitionError(PathError):
+    """A problem with an input acquisition file."""
 
 
 class AcquisitionNotFoundError(AcquisitionError, FileNotFoundError):
@@ -66,17 +70,12 @@ class InputDataError(PyamaError):
     """Array inputs to a processing stage that cannot be processed (shape/dtype mismatch...)."""
 
 
-class OutputDirError(PyamaError):
-    """The output folder cannot be created or written to; ``folder`` names it."""
+class OutputDirError(PathError):
+    """The output folder cannot be created or written to."""
 
-    def __init__(self, folder: str | Path, problem: str) -> None:
-        self.folder = Path(folder)
-        self.problem = problem
-        super().__init__(f"{self.folder}: {problem}")
-
-    def __reduce__(self) -> tuple[type, tuple[Path, str]]:
-        # Tasks run in worker processes; the default reduce would call __init__(message) and fail.
-        return (type(self), (self.folder, self.problem))
+    @property
+    def folder(self) -> Path:
+        return self.path
 
 
 class RunLockedError(PyamaError):
@@ -110,32 +109,12 @@ class RunLockedError(PyamaError):
         return (type(self), (self.folder, self.lock_file, self.pid, self.hostname, self.started))
 
 
-class RunRecordError(PyamaError):
+class RunRecordError(PathError):
     """The run record ``<out>/run.yaml`` exists but cannot be read."""
 
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
-    def __reduce__(self) -> tuple[type, tuple[Path, str]]:
-        return (type(self), (self.path, self.problem))
-
-
-class ResultsFileError(PyamaError):
-    """A results file (processing_results.yaml, traces CSV/Parquet) that cannot be read or written.
-
-    ``path`` names the file; the message says what is wrong with it and what to do next.
-    """
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self) -> tuple[type, tuple[Path, str]]:
-        # Raised inside worker processes; the default reduce would call __init__(message).
-        return (type(self), (self.path, self.problem))
+class ResultsFileError(PathError):
+    """A results file (processing_results.yaml, traces CSV/Parquet) that cannot be used."""
 
 
 class ParamsError(PyamaError, ValueError):

@@ -19,7 +19,6 @@ import os
 import platform
 import socket
 import sys
-import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
@@ -30,6 +29,7 @@ import numpy as np
 import yaml
 
 from pyama_lib.errors import AcquisitionNotFoundError, RunRecordError, UnsupportedFormatError
+from pyama_lib.io.atomic import atomic_write_text
 
 __all__ = [
     "FINGERPRINT_CHUNK",
@@ -274,20 +274,6 @@ def load_run_yaml(out_dir: str | Path) -> list[RunRecord]:
         raise RunRecordError(path, f"malformed run entry ({exc})") from exc
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and ``os.replace`` (never half a file)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_run_yaml(record: RunRecord, out_dir: str | Path) -> Path:
     """Add ``record`` to ``<out_dir>/run.yaml``, or update the entry with the same ``run_id``.
 
@@ -320,5 +306,5 @@ def write_run_yaml(record: RunRecord, out_dir: str | Path) -> Path:
     else:
         entries.append(new)
     document = {"format_version": _FORMAT_VERSION, "runs": entries}
-    _atomic_write_text(path, yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    atomic_write_text(path, yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
     return path

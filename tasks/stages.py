@@ -11,9 +11,15 @@ from __future__ import annotations
 
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
 
+from pyama_lib.errors import PyamaError
 from pyama_lib.processing.stages import STAGES, FovJob, run_stage
 from tasks.faults import maybe_inject_fault
+from tasks.logs import quiet_expected_errors
+
+quiet_expected_errors()
 
 # Backoff for transient I/O errors (network shares, a busy disk); override with .with_options.
 RETRIES = 2
@@ -37,6 +43,18 @@ def _run(stage: str, job: FovJob) -> dict:
     return result.as_dict()
 
 
+def _transient(task: Task, task_run: TaskRun, state: State) -> bool:
+    """Retry I/O hiccups, not deterministic data or parameter errors (a PyamaError would fail
+    the same way again, only later)."""
+    try:
+        state.result(raise_on_failure=True)
+    except PyamaError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
 def _stage_task(stage: str) -> Task:
     def run(job: FovJob) -> dict:
         return _run(stage, job)
@@ -49,6 +67,7 @@ def _stage_task(stage: str) -> Task:
         task_run_name=f"{stage} fov_{{job.fov:03d}}",
         retries=RETRIES,
         retry_delay_seconds=RETRY_DELAYS,
+        retry_condition_fn=_transient,
         cache_policy=NO_CACHE,
     )
 

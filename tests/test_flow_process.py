@@ -155,10 +155,15 @@ def test_second_run_on_locked_output_is_refused(prefect_api, acquisition, tmp_pa
 
 
 def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    from prefect.settings import PREFECT_API_URL
+
+    # The session's test API (held in Prefect settings, not the environment): the subprocess
+    # would otherwise start a temporary server of its own.
+    api = {"PREFECT_API_URL": PREFECT_API_URL.value()}
     return subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "process", *args],
         cwd=REPO,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **api, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -7,6 +7,7 @@ which is what spawned Prefect/Dask workers need.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Self
@@ -142,14 +143,21 @@ def open_acquisition(path: str | Path, **options: Any) -> Acquisition:
     """
     path = Path(path)
     name = path.name.lower()
+    reader: type[Acquisition] | None = None
     if name.endswith(".nd2"):
-        from pyama_lib.io.nd2_reader import ND2Acquisition
-
-        return ND2Acquisition(path, **options)
-    if name.endswith(_TIFF_SUFFIXES):
-        from pyama_lib.io.ome_tiff import OmeTiffAcquisition
-
-        return OmeTiffAcquisition(path, **options)
+        from pyama_lib.io.nd2_reader import ND2Acquisition as reader
+    elif name.endswith(_TIFF_SUFFIXES):
+        from pyama_lib.io.ome_tiff import OmeTiffAcquisition as reader
+    if reader is not None:
+        accepted = set(inspect.signature(reader.__init__).parameters) - {"self", "path"}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise UnsupportedFormatError(
+                path,
+                f"option(s) {unknown} do not apply to {reader.__name__} files; "
+                f"it accepts {sorted(accepted) or 'no options'}",
+            )
+        return reader(path, **options)
     if not path.exists():
         raise AcquisitionNotFoundError(path, "no such file; check the path")
     raise UnsupportedFormatError(

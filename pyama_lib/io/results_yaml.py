@@ -20,12 +20,10 @@ the last two path parts. Windows paths written by PyAMA on a lab PC are re-roote
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import re
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any
@@ -34,6 +32,7 @@ import numpy as np
 import yaml
 
 from pyama_lib.errors import InputDataError, ResultsFileError
+from pyama_lib.io.atomic import atomic_target
 
 RESULTS_FILE_NAME = "processing_results.yaml"
 SINGLE_KEYS: tuple[str, ...] = ("pc", "seg", "seg_labeled")
@@ -330,21 +329,6 @@ def _yaml_safe(obj: Any, where: str) -> Any:
     )
 
 
-@contextlib.contextmanager
-def _atomic_target(final: Path) -> Iterator[Path]:
-    """Hidden temp file beside ``final``, fsynced and moved into place only on success."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        yield tmp
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_results(results: ProcessingResults, path: str | Path | None = None) -> Path:
     """Write ``results`` atomically (default ``<output_dir>/processing_results.yaml``).
 
@@ -358,7 +342,7 @@ def save_results(results: ProcessingResults, path: str | Path | None = None) -> 
         allow_unicode=True,
     )
     try:
-        with _atomic_target(target) as tmp:
+        with atomic_target(target) as tmp:
             tmp.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise ResultsFileError(

@@ -25,11 +25,8 @@ re-run would take as done.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pyama_lib.errors import InputDataError, ResultsFileError
+from pyama_lib.io.atomic import atomic_target
 
 BASE_COLUMNS: tuple[str, ...] = (
     "fov",
@@ -169,28 +167,6 @@ def _arrow_schema(df: pd.DataFrame) -> pa.Schema:
     return pa.schema(fields)
 
 
-# -- atomic writes ----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _atomic_target(final: Path) -> Iterator[Path]:
-    """Yield a hidden temp path beside ``final``; on success fsync it and move it into place.
-
-    The temp name starts with "." and ends in ".tmp", so neither pyarrow's dataset discovery nor
-    PyAMA's ``*traces*.csv`` glob ever picks up a leftover from a killed run.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        yield tmp
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 # -- CSV --------------------------------------------------------------------------------------
 
 
@@ -202,7 +178,7 @@ def write_traces_csv(df: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     table = normalize_traces(df)
     try:
-        with _atomic_target(path) as tmp:
+        with atomic_target(path) as tmp:
             table.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
     except OSError as exc:
         raise ResultsFileError(
@@ -272,7 +248,7 @@ def write_traces_partition(
     part_dir = traces_partition_dir(dataset_dir, fov, channel)
     final = part_dir / PART_FILE
     try:
-        with _atomic_target(final) as tmp:
+        with atomic_target(final) as tmp:
             pq.write_table(arrow, tmp)
         _remove_stale_files(part_dir, keep=final)
     except OSError as exc:

@@ -27,22 +27,12 @@ import numpy as np
 import pandas as pd
 
 from pyama_lib.errors import InputDataError
+from pyama_lib.io.traces import BASE_COLUMNS
 from pyama_lib.processing.features import (
     BUILTIN_FEATURES,
     FeatureContext,
     get_feature,
     resolve_features,
-)
-
-#: Trace columns before the feature columns, in PyAMA's order.
-BASE_COLUMNS: tuple[str, ...] = (
-    "fov",
-    "cell",
-    "frame",
-    "time",
-    "good",
-    "position_x",
-    "position_y",
 )
 
 _BASE_DTYPES: dict[str, type] = {

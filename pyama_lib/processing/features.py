@@ -38,12 +38,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from pyama_lib.errors import InputDataError
+from pyama_lib.io.traces import STANDARD_FEATURES
 
 #: Half-width in pixels of the ring around a cell's bounding box used by ``local_background``.
 LOCAL_BACKGROUND_RING_PX = 10
 
 #: Feature columns every trace table has, in PyAMA's order.
-BUILTIN_FEATURES: tuple[str, ...] = ("intensity_total", "area")
+BUILTIN_FEATURES: tuple[str, ...] = STANDARD_FEATURES  # always computed, always columns
 
 #: Non-feature trace columns; a feature may not take one of these names.
 RESERVED_COLUMNS: frozenset[str] = frozenset(

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from pyama_lib import __version__
-from pyama_lib.config import Channels, select_fovs
-from pyama_lib.errors import FovOutOfRangeError, ParamsError
+from pyama_lib.config import STAGES, Channels, select_fovs
+from pyama_lib.errors import FovOutOfRangeError, InputDataError, ParamsError
 from pyama_lib.io.acquisition import Acquisition, open_acquisition
 from pyama_lib.io.results_yaml import Channels as ResultsChannels
 from pyama_lib.io.results_yaml import FovResults, ProcessingResults
@@ -37,7 +37,6 @@ from pyama_lib.processing.segmentation import SegmentationParams, segment_frame
 from pyama_lib.processing.tracking import TrackingParams, compute_track_mappings, relabel_frame
 from pyama_lib.provenance import identity_key, input_identity
 
-STAGES = ("copy", "segment", "correct", "track", "extract")
 PARQUET_DIR = "traces.parquet"
 
 _PARAM_SECTIONS: dict[str, type] = {
@@ -109,6 +108,7 @@ class Plan:
     jobs: list[FovJob]
     n_frames: int
     shape: tuple[int, int]
+    warnings: list[str] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -154,6 +154,16 @@ def plan_jobs(
             )
             for fov in selected
         ]
+        warnings = []
+        times = acq.frame_times(selected[0])
+        if acq.n_frames > 1 and np.ptp(times) == 0:
+            # Some ND2 time loops record no period (cluster.nd2): every nominal time is 0 and
+            # the fitted kinetics would be meaningless.
+            warnings.append(
+                f"{acq.path}: all {acq.n_frames} frame times are {times[0]:g} min (the file "
+                "records no time-loop period); use the reader option times='measured' "
+                "(pyama process --times measured) for the microscope's time stamps"
+            )
         return Plan(
             str(acq.path),
             str(output_dir),
@@ -163,6 +173,7 @@ def plan_jobs(
             jobs,
             acq.n_frames,
             acq.shape,
+            warnings,
         )
 
 
@@ -241,7 +252,10 @@ def _map_frames(
     sources = [store.frames(n) for n in inputs]
     with store.writer(name, sources[0].shape, dtype, marker) as out:
         for t, frames in enumerate(zip(*sources, strict=True)):
-            out[t] = fn(*frames, params)
+            try:
+                out[t] = fn(*frames, params)
+            except InputDataError as exc:
+                raise InputDataError(f"{store.path / name}, frame {t}: {exc}") from exc
     result.written.append(name)
 
 
@@ -251,12 +265,26 @@ def _segment(job: FovJob, store: FovStore, result: StageResult, p: dict[str, Any
     _map_frames(store, job, result, seg, [pc], bool, p["segmentation"], segment_frame)
 
 
+def _correct_checked(fl: np.ndarray, seg: np.ndarray, params: BackgroundParams) -> np.ndarray:
+    corrected = correct_frame(fl, seg, params)
+    # PyAMA writes an all-NaN frame when no background pixel is left; extraction could only
+    # produce NaN traces from it, so stop here with the reason and the way out.
+    if np.isnan(corrected).all():
+        raise InputDataError(
+            f"no background pixel left once cells are masked (dilated by "
+            f"{params.dilation_size} px): the frame is too small or covered by cells. Process "
+            "without background correction (--stages copy,segment,track,extract; traces then "
+            "use the raw fluorescence)"
+        )
+    return corrected
+
+
 def _correct(job: FovJob, store: FovStore, result: StageResult, p: dict[str, Any]) -> None:
     seg = array_name("seg", job.channels.pc)
     for c in job.channels.fl:
         inputs = [array_name("fl", c), seg]
         name = array_name("fl_corrected", c)
-        _map_frames(store, job, result, name, inputs, np.float32, p["background"], correct_frame)
+        _map_frames(store, job, result, name, inputs, np.float32, p["background"], _correct_checked)
 
 
 def _track(job: FovJob, store: FovStore, result: StageResult, p: dict[str, Any]) -> None:

@@ -1,0 +1,165 @@
+"""A custom workflow built from the stage tasks: re-extract traces with extra features.
+
+Segmentation, background correction and tracking are the slow stages; once an output folder
+has them, measuring another per-cell feature only needs the extract stage. This flow shows how
+to compose the per-FOV stage tasks of :mod:`tasks.stages` into a workflow of your own:
+
+1. plan the jobs exactly as ``process_acquisition`` does (:func:`plan_jobs` validates the
+   input, channels and FOVs and writes nothing), keeping the parameters the folder was
+   processed with and changing only ``extraction.features``;
+2. check that every selected FOV already has its tracked labels, before anything is written;
+3. submit one ``extract_fov`` task per FOV (``extract_fov.map(jobs)``) and collect the results;
+4. write the run-level outputs (``processing_results.yaml``, ``run.yaml``, artifacts) as the
+   processing flow does.
+
+The segmentation, corrected and label arrays are only read: their completion markers (the
+stage cache) are untouched, so a later ``process_acquisition`` run with the same parameters
+skips every stage up to extract. Because the extract marker includes the features, that later
+run would re-extract with its own ``extraction`` parameters.
+
+Usage::
+
+    from flows.reextract import reextract_with_features
+    reextract_with_features("out", "exp.nd2", features=["intensity_mean"], fl=[1, 2])
+
+Register a lab's own feature (see :mod:`pyama_lib.processing.features`) in a module imported
+before the flow runs, and name it in ``features``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.reporting import ProcessSummary, publish_artifacts, write_run_outputs
+from pyama_lib.config import Channels
+from pyama_lib.errors import PyamaError, StoreError
+from pyama_lib.io.lock import OutputLock
+from pyama_lib.io.results_yaml import load_results, results_file_path
+from pyama_lib.io.store import array_name
+from pyama_lib.processing.features import resolve_features
+from pyama_lib.processing.stages import FovJob, Plan, parse_params, plan_jobs
+from tasks.stages import extract_fov
+
+DEFAULT_FEATURES: tuple[str, ...] = ("intensity_mean", "local_background")
+
+
+def recorded_params(output_dir: str) -> dict[str, dict[str, Any]]:
+    """The per-stage parameters recorded in the folder's ``processing_results.yaml``.
+
+    Only this project's sections are kept (a PyAMA-written file has other keys); a folder
+    without the file gives ``{}`` (defaults).
+    """
+    if not results_file_path(output_dir).is_file():
+        return {}
+    sections = parse_params(None)
+    recorded = load_results(output_dir).params
+    return {s: dict(v) for s, v in recorded.items() if s in sections and isinstance(v, dict)}
+
+
+def check_ready(plan: Plan) -> None:
+    """Raise :class:`StoreError` naming every FOV whose tracked labels or fluorescence are
+    missing, so nothing is written unless every FOV can be re-extracted."""
+    missing = []
+    for job in plan.jobs:
+        store = job.store
+        needed = [array_name("seg_labeled", job.channels.pc)]
+        for c in job.channels.fl:
+            if not store.is_complete(array_name("fl_corrected", c)):
+                needed.append(array_name("fl", c))
+        absent = [n for n in needed if not store.is_complete(n)]
+        if absent:
+            missing.append(f"fov_{job.fov:03d} ({', '.join(absent)})")
+    if missing:
+        raise StoreError(
+            f"{plan.output_dir}: cannot re-extract, missing {'; '.join(missing)}. Run "
+            "process_acquisition on this folder first (it skips what is already done)."
+        )
+
+
+def _collect(jobs: list[FovJob], futures: list[Any]) -> dict[int, Any]:
+    # Same shape as process_fovs: a list of stage results, or {"error": ...} for a failed FOV.
+    logger = get_run_logger()
+    results: dict[int, Any] = {}
+    for job, future in zip(jobs, futures, strict=True):
+        try:
+            results[job.fov] = [future.result()]
+        except Exception as exc:  # one FOV failing must not hide the others' results
+            logger.error("fov_%03d failed in extract: %s", job.fov, exc)
+            results[job.fov] = {"error": f"extract: {type(exc).__name__}: {exc}"}
+    return results
+
+
+@flow(
+    name="reextract-with-features",
+    log_prints=True,
+    task_runner=ThreadPoolTaskRunner(max_workers=2),
+)
+def reextract_with_features(
+    output_dir: str,
+    input_path: str,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    fl: list[int] | None = None,
+    pc: int = 0,
+    fovs: str | list[int] | None = None,
+) -> ProcessSummary:
+    """Re-run only the extract stage on an existing output, with extra feature columns.
+
+    Parameters
+    ----------
+    output_dir
+        A folder ``process_acquisition`` wrote (segmentation and tracking done).
+    input_path
+        The acquisition it was processed from (frame times are read from it).
+    features
+        Extra registered features, as columns after ``intensity_total`` and ``area``.
+    fl, pc
+        Fluorescence channels to measure (default ``[1]``) and the phase-contrast channel whose
+        labels define the cells.
+    fovs
+        FOVs to re-extract ("0-5, 7" or a list); None means all of the acquisition's FOVs.
+
+    Returns
+    -------
+    ProcessSummary
+        Per FOV: cells and trace rows per channel; stages ``["extract"]``.
+
+    Raises
+    ------
+    StoreError
+        When a selected FOV lacks its tracked labels (nothing is written then).
+    PyamaError
+        When a FOV failed to extract; the others are written.
+    """
+    logger = get_run_logger()
+    started = time.time()
+    params = recorded_params(output_dir)
+    # resolve_features fails early, naming the registered features, on a typo.
+    params["extraction"] = {
+        **params.get("extraction", {}),
+        "features": list(resolve_features(features)),
+    }
+    channels = Channels(pc=pc, fl=tuple(fl if fl is not None else [1]))
+    plan = plan_jobs(input_path, output_dir, channels, fovs=fovs, params=params)
+    for warning in plan.warnings:
+        logger.warning(warning)
+    check_ready(plan)
+    logger.info(
+        "%s: re-extracting %d FOV(s) with features %s",
+        plan.base_name,
+        len(plan.jobs),
+        params["extraction"]["features"],
+    )
+    with OutputLock(output_dir):
+        futures = extract_fov.map(plan.jobs)
+        results = _collect(plan.jobs, list(futures))
+        summary = write_run_outputs(plan, ["extract"], results, started=started)
+    publish_artifacts(summary)
+    if summary.fovs_failed:
+        failed = "; ".join(f"fov_{f:03d} {summary.errors[f]}" for f in summary.fovs_failed)
+        raise PyamaError(f"{len(summary.fovs_failed)} FOV(s) failed to re-extract: {failed}")
+    return summary
