@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 # Prefect state stays inside the project and never phones home.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
 .PHONY: demo test bench lint clean

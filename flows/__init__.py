@@ -10,9 +10,10 @@ import os
 from importlib import import_module
 from typing import Any
 
-# PyAMA Flow never phones home: the embedded Prefect server would otherwise try to send
-# telemetry (and log an error on an offline lab machine). Set it to "true" to opt in.
+# PyAMA Flow never phones home: Prefect's client and embedded server would otherwise send
+# usage data (and log errors on an offline lab machine). Set these yourself to opt in.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
 _EXPORTS = {
     "process_acquisition": "flows.process",

@@ -92,6 +92,26 @@ def test_every_output_exists_and_agrees(reference_run, acquisition):
     assert runs[-1].status == "completed" and runs[-1].input["size"] == acquisition.stat().st_size
 
 
+def test_run_publishes_artifacts(reference_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    keys = ["process-progress", "process-summary", "process-outputs"]
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)),
+            sort=ArtifactSort.CREATED_DESC,
+        )
+    by_key = {}
+    for artifact in found:  # newest first: the reference run's, which ran last
+        by_key.setdefault(artifact.key, artifact)
+    assert set(by_key) == set(keys)
+    assert by_key["process-progress"].type == "progress" and by_key["process-progress"].data == 100
+    assert by_key["process-summary"].type == "table"
+    assert str(reference_run[0]) in by_key["process-outputs"].data
+
+
 def test_traces_equal_library_stages_called_directly(reference_run, acquisition):
     out, summary = reference_run
     fov, ch = 1, 2
