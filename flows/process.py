@@ -3,8 +3,11 @@
 The flow validates everything before it writes anything, takes the output folder's run lock,
 then runs the per-FOV stage tasks in a subflow on the chosen task runner (``process_fovs``,
 retried once with a fresh pool when a worker process crashes; completed stages are skipped) and
-finally writes the run-level outputs: ``processing_results.yaml`` (merged), the Parquet
-dataset's manifest, ``run.yaml`` and the Prefect artifacts.
+finally writes the run-level outputs: ``processing_results.yaml`` (merged), ``run.yaml`` and
+the Prefect artifacts. (Each FOV's extract task writes its traces CSV and Parquet partition.)
+
+``batch_size`` bounds the FOVs in flight (each runs its stages in order), ``n_workers`` the
+tasks running at once; with ``batch_size < n_workers`` some workers idle.
 """
 
 from __future__ import annotations

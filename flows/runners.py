@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from pyama_lib.errors import ParamsError
+
 if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
@@ -22,7 +24,7 @@ def make_task_runner(runner: str, n_workers: int, dask_address: str | None = Non
     from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
     if n_workers < 1:
-        raise ValueError(f"n_workers must be at least 1, got {n_workers}")
+        raise ParamsError(f"n_workers must be at least 1, got {n_workers}")
     if runner == "process":
         return ProcessPoolTaskRunner(max_workers=n_workers)
     if runner == "thread":
@@ -35,7 +37,7 @@ def make_task_runner(runner: str, n_workers: int, dask_address: str | None = Non
         return DaskTaskRunner(
             cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1, "processes": True}
         )
-    raise ValueError(f"unknown runner {runner!r}; choose one of {', '.join(RUNNERS)}")
+    raise ParamsError(f"unknown runner {runner!r}; choose one of {', '.join(RUNNERS)}")
 
 
 @contextmanager

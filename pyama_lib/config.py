@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pyama_lib.errors import ParamsError
+
 #: The processing stages of one FOV, in pipeline order.
 STAGES = ("copy", "segment", "correct", "track", "extract")
 
@@ -23,11 +25,11 @@ class Channels:
     def __post_init__(self) -> None:
         object.__setattr__(self, "fl", tuple(int(c) for c in self.fl))
         if self.pc in self.fl:
-            raise ValueError(
+            raise ParamsError(
                 f"channel {self.pc} is given both as phase contrast and as fluorescence"
             )
         if len(set(self.fl)) != len(self.fl):
-            raise ValueError(f"fluorescence channels repeat: {list(self.fl)}")
+            raise ParamsError(f"fluorescence channels repeat: {list(self.fl)}")
 
     @property
     def all(self) -> tuple[int, ...]:
