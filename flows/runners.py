@@ -21,12 +21,14 @@ def make_task_runner(runner: str, n_workers: int, dask_address: str | None = Non
     ``dask`` connects to the cluster at ``dask_address`` (``tcp://host:8786``) or, when it is
     None, starts a local cluster of ``n_workers`` single-threaded worker processes.
     """
-    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+    from prefect.task_runners import ThreadPoolTaskRunner
 
     if n_workers < 1:
         raise ParamsError(f"n_workers must be at least 1, got {n_workers}")
-    if runner == "process":
-        return ProcessPoolTaskRunner(max_workers=n_workers)
+    if runner == "process":  # spawned workers; safe to exit after a worker crash
+        from flows.crash_safe_pool import CrashSafeProcessPoolTaskRunner
+
+        return CrashSafeProcessPoolTaskRunner(max_workers=n_workers)
     if runner == "thread":
         return ThreadPoolTaskRunner(max_workers=n_workers)
     if runner == "dask":

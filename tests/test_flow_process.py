@@ -149,17 +149,31 @@ def test_injected_oserror_is_retried(prefect_api, acquisition, tmp_path, monkeyp
     assert segment and segment[0].state.is_completed()
 
 
-def test_crashed_worker_process_is_recovered(
-    prefect_api, reference_run, acquisition, tmp_path, monkeypatch
-):
+def test_crashed_worker_process_is_recovered(prefect_api, reference_run, acquisition, tmp_path):
     """Default runner (process pool): a worker killed mid-task breaks the pool; the flow retry
-    starts a fresh one and finishes, with the same traces as an uninterrupted run."""
-    monkeypatch.setenv("PYAMA_FAULT", "segment:1:crash")
+    starts a fresh one and finishes with the same traces as an uninterrupted run, and the
+    command exits (a crashed worker once left it hanging at interpreter exit)."""
     out = tmp_path / "out"
-    summary = process_acquisition(str(acquisition), str(out), fl=[1], fovs="0-1")
-    assert summary.fovs_done == [0, 1]
+    proc = _run_cli(
+        str(acquisition),
+        "-o",
+        str(out),
+        "--fl",
+        "1",
+        "--fovs",
+        "0-1",
+        env={"PYAMA_FAULT": "segment:1:crash"},
+    )
+    try:
+        _, stderr = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:  # hung: kill it and its workers, then fail below
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, stderr
     assert (out / ".pyama-fault-segment-1-crash").exists()
-    ref_out, _ = reference_run
+    assert load_run_yaml(out)[-1].status == "completed"
+    ref_out, summary = reference_run
     for fov in (0, 1):
         pd.testing.assert_frame_equal(
             read_traces_csv(traces_csv_path(out, summary.base_name, fov, 1)),
