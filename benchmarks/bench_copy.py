@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import OUT, Record, ensure_synthetic, run_in_subprocess, shown_verdict, verdict
+from common import Record, ensure_synthetic, run_with_scratch, shown_verdict, verdict
 
 TARGET_RSS_MB = 300.0
 
@@ -52,14 +52,7 @@ def run(quick: bool = False) -> list[Record]:
     sizes = QUICK if quick else FULL
     name = f"copy_{sizes['n_frames']}f_{sizes['size']}"
     path = ensure_synthetic(name, n_fovs=1, **sizes)
-    out_dir = OUT / "copy_store"
-    try:
-        result = run_in_subprocess(
-            "bench_copy", "copy_case", {"input_path": path, "out_dir": str(out_dir)}
-        )
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
-    result.pop("child_seconds", None)
+    result = run_with_scratch("bench_copy", "copy_case", path, "copy_store")
     record: Record = {"case": "copy", "quick": quick, **result}
     record["target_peak_rss_mb"] = TARGET_RSS_MB
     record["verdict"] = verdict(result["peak_rss_mb"], TARGET_RSS_MB, higher_is_better=False)

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 from common import (
-    OUT,
     Record,
     ensure_synthetic,
     ms_per_frame,
     peak_rss_mb,
     run_in_subprocess,
+    run_with_scratch,
     shown_verdict,
 )
 from common import verdict as _verdict
@@ -181,14 +181,7 @@ def run(quick: bool = False) -> list[Record]:
     stream = QUICK_STREAM if quick else FULL_STREAM
     name = f"stream_{stream['n_frames']}f_{stream['size']}"
     path = ensure_synthetic(name, n_fovs=1, **stream)
-    out_dir = OUT / "stream_store"
-    try:
-        res = run_in_subprocess(
-            "bench_stages", "streaming_case", {"input_path": path, "out_dir": str(out_dir)}
-        )
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
-    res.pop("child_seconds", None)
+    res = run_with_scratch("bench_stages", "streaming_case", path, "stream_store")
     res.update(
         case="stages",
         stage="all (streaming through store)",

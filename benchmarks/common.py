@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -113,6 +114,19 @@ def run_in_subprocess(
     finally:
         result_path.unlink(missing_ok=True)
     result["loadavg_1m_start"] = round(load_start, 2)
+    return result
+
+
+def run_with_scratch(module: str, func: str, input_path: str, scratch: str) -> Record:
+    """:func:`run_in_subprocess` with an ``out_dir`` scratch folder removed afterwards."""
+    out_dir = OUT / scratch
+    try:
+        result = run_in_subprocess(
+            module, func, {"input_path": input_path, "out_dir": str(out_dir)}
+        )
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    result.pop("child_seconds", None)
     return result
 
 
