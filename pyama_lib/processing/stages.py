@@ -33,6 +33,7 @@ from pyama_lib.io.store import FovStore, array_name
 from pyama_lib.io.traces import traces_csv_path, write_traces_csv, write_traces_partition
 from pyama_lib.processing.background import BackgroundParams, correct_frame
 from pyama_lib.processing.extraction import ExtractionParams, extract_traces
+from pyama_lib.processing.features import resolve_features
 from pyama_lib.processing.segmentation import SegmentationParams, segment_frame
 from pyama_lib.processing.tracking import TrackingParams, compute_track_mappings, relabel_frame
 from pyama_lib.provenance import identity_key, input_identity
@@ -72,6 +73,10 @@ def parse_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
             out[section] = cls(**values)
         except (TypeError, ValueError) as exc:
             raise ParamsError(f"bad {section} parameters {values}: {exc}") from None
+    try:  # an unknown feature would otherwise surface only in extract, after the heavy stages
+        resolve_features(out["extraction"].features)
+    except InputDataError as exc:
+        raise ParamsError(f"bad extraction parameters: {exc}") from None
     return out
 
 

@@ -1,0 +1,106 @@
+"""Per-FOV stages over the store (no Prefect): skipping, invalidation, parameters, edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pyama_lib.config import STAGES, Channels
+from pyama_lib.errors import FovOutOfRangeError, ParamsError, StoreError
+from pyama_lib.io.traces import read_traces_csv, read_traces_parquet, traces_csv_path
+from pyama_lib.processing.stages import parse_params, plan_jobs, run_stage
+from pyama_lib.synthetic import make_synthetic
+
+
+@pytest.fixture(scope="module")
+def acq(tmp_path_factory):
+    out = tmp_path_factory.mktemp("acq")
+    return make_synthetic(out, n_fovs=2, n_frames=32, size=128, n_cells=4, n_fl=1, seed=7).path
+
+
+def _job(acq, out, fov=0, params=None):
+    return plan_jobs(acq, out, Channels(pc=0, fl=[1]), fovs=[fov], params=params).jobs[0]
+
+
+def test_rerun_skips_and_upstream_change_redoes_downstream(acq, tmp_path):
+    job = _job(acq, tmp_path)
+    first = {s: run_stage(s, job) for s in STAGES}
+    assert all(r.written and not r.skipped for r in first.values())
+    assert first["extract"].info["cells"] == {1: 4}
+    again = {s: run_stage(s, job) for s in STAGES}
+    assert all(r.was_skipped for r in again.values())
+
+    # New segmentation parameters: segment and everything after it is redone, copy is not.
+    changed = _job(acq, tmp_path, params={"segmentation": {"n_sigma": 2.5}})
+    redo = {s: run_stage(s, changed) for s in STAGES}
+    assert redo["copy"].was_skipped
+    assert all(redo[s].written for s in ("segment", "correct", "track", "extract"))
+
+
+def test_extra_feature_changes_only_extraction(acq, tmp_path):
+    job = _job(acq, tmp_path)
+    for s in STAGES:
+        run_stage(s, job)
+    wider = _job(acq, tmp_path, params={"extraction": {"features": ["intensity_mean"]}})
+    results = {s: run_stage(s, wider) for s in STAGES}
+    assert [s for s, r in results.items() if r.written] == ["extract"]
+    df = read_traces_csv(traces_csv_path(tmp_path, "synthetic", 0, 1))
+    np.testing.assert_allclose(df.intensity_mean, df.intensity_total / df.area, rtol=1e-6)
+    parquet = read_traces_parquet(tmp_path / "traces.parquet")
+    assert "intensity_mean" in parquet.columns and len(parquet) == len(df)
+
+
+def test_stage_without_its_input_names_what_to_run(acq, tmp_path):
+    with pytest.raises(StoreError, match=r"seg_ch_0.*does not exist.*run the stage"):
+        run_stage("track", _job(acq, tmp_path))
+
+
+def test_fov_without_cells_gives_header_only_traces(acq, tmp_path):
+    # min_area above any cell: tracking keeps nothing, extraction writes an empty table.
+    job = _job(acq, tmp_path, params={"tracking": {"min_area": 10**6}})
+    for s in STAGES:
+        result = run_stage(s, job)
+    assert result.info == {"cells": {1: 0}, "rows": {1: 0}}
+    csv = traces_csv_path(tmp_path, "synthetic", 0, 1)
+    assert csv.read_text().splitlines() == [
+        "fov,cell,frame,time,good,position_x,position_y,intensity_total,area"
+    ]
+    assert read_traces_parquet(tmp_path / "traces.parquet").empty
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"segmentaton": {}}, "unknown parameter section"),
+        ({"tracking": {"min_iou": 2}}, "min_iou"),
+        ({"tracking": {"min_iuo": 0.2}}, "allowed: max_area, max_gap, min_area, min_iou"),
+        ({"extraction": {"features": ["nope"]}}, "nope"),
+    ],
+)
+def test_bad_parameters_are_refused_before_anything_runs(acq, tmp_path, params, needle):
+    with pytest.raises(ParamsError, match=needle):
+        parse_params(params)
+        plan_jobs(acq, tmp_path, Channels(pc=0, fl=[1]), params=params)
+    assert not any(tmp_path.iterdir())
+
+
+def test_fov_selection_outside_the_file_names_it(acq, tmp_path):
+    with pytest.raises(FovOutOfRangeError, match=r"synthetic.ome.tif.*\[2, 3\]"):
+        plan_jobs(acq, tmp_path, Channels(pc=0, fl=[1]), fovs="0, 2-3")
+
+
+def test_stage_subset_then_rest_equals_one_pass(acq, tmp_path):
+    one = _job(acq, tmp_path / "one")
+    for s in STAGES:
+        run_stage(s, one)
+    split = _job(acq, tmp_path / "split")
+    for s in STAGES[:2]:
+        run_stage(s, split)
+    assert not traces_csv_path(tmp_path / "split", "synthetic", 0, 1).exists()
+    for s in STAGES[2:]:
+        run_stage(s, split)
+    pd.testing.assert_frame_equal(
+        read_traces_csv(traces_csv_path(tmp_path / "split", "synthetic", 0, 1)),
+        read_traces_csv(traces_csv_path(tmp_path / "one", "synthetic", 0, 1)),
+    )
