@@ -90,6 +90,7 @@ class FovJob:
     fov: int
     channels: Channels
     input_key: str
+    times_min: tuple[float, ...]  # the FOV's frame times, read once while planning
     params: dict[str, Any] = field(default_factory=dict)
     reader_options: dict[str, Any] = field(default_factory=dict)
 
@@ -154,14 +155,15 @@ def plan_jobs(
                 fov,
                 channels,
                 key,
+                tuple(float(t) for t in acq.frame_times(fov)),
                 dict(params or {}),
                 reader_options,
             )
             for fov in selected
         ]
         warnings = []
-        times = acq.frame_times(selected[0])
-        if acq.n_frames > 1 and np.ptp(times) == 0:
+        times = jobs[0].times_min
+        if acq.n_frames > 1 and max(times) == min(times):
             # Some ND2 time loops record no period (cluster.nd2): every nominal time is 0 and
             # the fitted kinetics would be meaningless.
             warnings.append(
@@ -312,8 +314,7 @@ def _track(job: FovJob, store: FovStore, result: StageResult, p: dict[str, Any])
 def _extract(job: FovJob, store: FovStore, result: StageResult, p: dict[str, Any]) -> None:
     labels_name = array_name("seg_labeled", job.channels.pc)
     params: ExtractionParams = p["extraction"]
-    with job.open() as acq:
-        times = acq.frame_times(job.fov)
+    times = np.asarray(job.times_min)
     cells, rows = {}, {}
     for c in job.channels.fl:
         corrected = array_name("fl_corrected", c)
