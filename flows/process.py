@@ -22,7 +22,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture, as_completed
 
 from flows.progress import report_progress
-from flows.reporting import ProcessSummary, publish_artifacts, write_run_outputs
+from flows.reporting import ProcessSummary, failed_fov, publish_artifacts, write_run_outputs
 from flows.runners import make_task_runner, workers_share_api
 from pyama_lib.config import Channels
 from pyama_lib.errors import PyamaError
@@ -74,7 +74,7 @@ def process_fovs(
             raise
         except Exception as exc:  # one FOV failing must not stop the others
             logger.error("fov_%03d failed in %s: %s", job.fov, stages[index], exc)
-            results[job.fov] = {"error": f"{stages[index]}: {type(exc).__name__}: {exc}"}
+            results[job.fov] = failed_fov(stages[index], exc)
             done += len(stages) - index - 1
         else:
             if index + 1 < len(stages):
@@ -156,12 +156,5 @@ def process_acquisition(
             )
         summary = write_run_outputs(plan, stages, results, started=started)
     publish_artifacts(summary)
-    if summary.fovs_failed:
-        failed = "; ".join(
-            f"fov_{f:03d} in {summary.errors[f].rstrip('.')}" for f in summary.fovs_failed
-        )
-        raise PyamaError(
-            f"{len(summary.fovs_failed)} FOV(s) failed: {failed}. The other FOVs are done; "
-            "re-run the same command to retry the failed ones (completed stages are skipped)."
-        )
+    summary.raise_if_failed()
     return summary

@@ -35,9 +35,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.reporting import ProcessSummary, publish_artifacts, write_run_outputs
+from flows.reporting import ProcessSummary, failed_fov, publish_artifacts, write_run_outputs
 from pyama_lib.config import Channels
-from pyama_lib.errors import PyamaError, StoreError
+from pyama_lib.errors import StoreError
 from pyama_lib.io.lock import OutputLock
 from pyama_lib.io.results_yaml import load_results, results_file_path
 from pyama_lib.io.store import array_name
@@ -82,7 +82,7 @@ def check_ready(plan: Plan) -> None:
 
 
 def _collect(jobs: list[FovJob], futures: list[Any]) -> dict[int, Any]:
-    # Same shape as process_fovs: a list of stage results, or {"error": ...} for a failed FOV.
+    # Same shape as process_fovs: a list of stage results, or failed_fov() for a failed FOV.
     logger = get_run_logger()
     results: dict[int, Any] = {}
     for job, future in zip(jobs, futures, strict=True):
@@ -90,7 +90,7 @@ def _collect(jobs: list[FovJob], futures: list[Any]) -> dict[int, Any]:
             results[job.fov] = [future.result()]
         except Exception as exc:  # one FOV failing must not hide the others' results
             logger.error("fov_%03d failed in extract: %s", job.fov, exc)
-            results[job.fov] = {"error": f"extract: {type(exc).__name__}: {exc}"}
+            results[job.fov] = failed_fov("extract", exc)
     return results
 
 
@@ -159,7 +159,5 @@ def reextract_with_features(
         results = _collect(plan.jobs, list(futures))
         summary = write_run_outputs(plan, ["extract"], results, started=started)
     publish_artifacts(summary)
-    if summary.fovs_failed:
-        failed = "; ".join(f"fov_{f:03d} {summary.errors[f]}" for f in summary.fovs_failed)
-        raise PyamaError(f"{len(summary.fovs_failed)} FOV(s) failed to re-extract: {failed}")
+    summary.raise_if_failed()
     return summary

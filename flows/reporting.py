@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from pyama_lib.errors import PyamaError
 from pyama_lib.io.results_yaml import results_file_path, update_results_file
 from pyama_lib.processing.stages import PARQUET_DIR, Plan, results_entries
 from pyama_lib.provenance import RunRecord, input_identity, write_run_yaml
@@ -59,6 +60,16 @@ class ProcessSummary:
     def errors(self) -> dict[int, str]:
         return {f.fov: f.error or "" for f in self.fovs if f.status == "failed"}
 
+    def raise_if_failed(self) -> None:
+        """One paragraph naming every failed FOV and the stage it failed in, for the CLI."""
+        if not self.fovs_failed:
+            return
+        failed = "; ".join(f"fov_{f:03d} in {self.errors[f].rstrip('.')}" for f in self.fovs_failed)
+        raise PyamaError(
+            f"{len(self.fovs_failed)} FOV(s) failed: {failed}. The other FOVs are done; "
+            "re-run the same command to retry the failed ones (completed stages are skipped)."
+        )
+
     def table(self) -> list[dict[str, Any]]:
         """One row per FOV and fluorescence channel: status, cells, trace rows."""
         rows = []
@@ -90,8 +101,13 @@ class ProcessSummary:
         return "\n".join(lines)
 
 
+def failed_fov(stage: str, exc: BaseException) -> dict[str, str]:
+    """How a flow records a FOV whose ``stage`` task failed (read back by the summary)."""
+    return {"error": f"{stage}: {type(exc).__name__}: {exc}"}
+
+
 def _fov_summary(fov: int, outcome: Any) -> FovSummary:
-    if isinstance(outcome, dict):  # the flow records a failed FOV as {"error": ...}
+    if isinstance(outcome, dict):  # a failed FOV, recorded by failed_fov()
         return FovSummary(fov, "failed", error=outcome["error"])
     summary = FovSummary(fov, "skipped")
     for stage in outcome:

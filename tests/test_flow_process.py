@@ -264,3 +264,20 @@ def test_bad_input_exits_nonzero_with_clear_message(
     err = capsys.readouterr().err
     assert code == 2 and needle in err and "Traceback" not in err
     assert not out.exists() or not any(out.rglob("zarr.json"))
+
+
+def test_failed_fov_is_reported_and_not_recorded(prefect_api, nd2_dir, tmp_path, capsys):
+    """cluster.nd2 (31×38 px): masked cells leave no background pixel, so background
+    correction fails for its FOV; the command says which FOV, stage and way out, and exits 2
+    without recording the FOV as processed."""
+    out = tmp_path / "out"
+    code = cli_main(
+        ["process", str(nd2_dir / "cluster.nd2"), "-o", str(out), "--fl", "1", "--runner", "thread"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "1 FOV(s) failed: fov_000 in correct: InputDataError" in err
+    assert "--stages copy,segment,track,extract" in err
+    assert load_results(out).results_paths == {}
+    assert load_run_yaml(out)[-1].status == "failed"
+    assert not FovStore(out, "cluster", 0).is_complete("fl_corrected_ch_1")
