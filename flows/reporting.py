@@ -11,7 +11,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from pyama_lib.errors import PyamaError
 from pyama_lib.io.results_yaml import results_file_path, update_results_file
-from pyama_lib.processing.stages import PARQUET_DIR, Plan, results_entries
+from pyama_lib.io.traces import PARQUET_DIR
+from pyama_lib.processing.stages import Plan, results_entries
 from pyama_lib.provenance import RunRecord, input_identity, write_run_yaml
 
 

@@ -53,6 +53,7 @@ STANDARD_FEATURES: tuple[str, ...] = ("intensity_total", "area")
 
 INT_COLUMNS: tuple[str, ...] = ("fov", "cell", "frame")
 PARTITION_COLUMNS: tuple[str, ...] = ("fov", "channel")
+PARQUET_DIR = "traces.parquet"  # the run's dataset, directly under the output folder
 PART_FILE = "part-0.parquet"
 INSPECTED_SUFFIX = "_inspected"
 

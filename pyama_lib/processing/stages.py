@@ -30,15 +30,18 @@ from pyama_lib.io.acquisition import Acquisition, open_acquisition
 from pyama_lib.io.results_yaml import Channels as ResultsChannels
 from pyama_lib.io.results_yaml import FovResults, ProcessingResults
 from pyama_lib.io.store import FovStore, array_name
-from pyama_lib.io.traces import traces_csv_path, write_traces_csv, write_traces_partition
+from pyama_lib.io.traces import (
+    PARQUET_DIR,
+    traces_csv_path,
+    write_traces_csv,
+    write_traces_partition,
+)
 from pyama_lib.processing.background import BackgroundParams, correct_frame
 from pyama_lib.processing.extraction import ExtractionParams, extract_traces
 from pyama_lib.processing.features import resolve_features
 from pyama_lib.processing.segmentation import SegmentationParams, segment_frame
 from pyama_lib.processing.tracking import TrackingParams, compute_track_mappings, relabel_frame
 from pyama_lib.provenance import identity_key, input_identity
-
-PARQUET_DIR = "traces.parquet"
 
 _PARAM_SECTIONS: dict[str, type] = {
     "segmentation": SegmentationParams,
