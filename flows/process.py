@@ -10,11 +10,18 @@ with retries off, by the subflow's one retry; completed stages are skipped eithe
 
 ``batch_size`` bounds the FOVs in flight (each runs its stages in order), ``n_workers`` the
 tasks running at once; with ``batch_size < n_workers`` some workers idle.
+
+``process_acquisition`` is the entry point for people: it starts the stage workers' import
+before Prefect creates the flow run, then calls the flow, ``process_acquisition_flow``
+(deployments and ``.with_options()`` use that object).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
+import warnings
 from collections import deque
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -30,7 +37,7 @@ from pyama_lib.config import Channels
 from pyama_lib.errors import PyamaError
 from pyama_lib.io.lock import OutputLock
 from pyama_lib.processing.stages import STAGES, FovJob, plan_jobs
-from tasks.pool import prestart
+from tasks.pool import prestart, unguarded_main_call
 from tasks.stages import STAGE_TASKS
 
 
@@ -51,9 +58,6 @@ def process_fovs(
         for s in stages
     }
     total = len(jobs) * len(stages)
-    progress = create_progress_artifact(
-        progress=0.0, key="process-progress", description=f"0/{total} FOV stages"
-    )
     waiting = deque(jobs)
     in_flight: dict[PrefectFuture, tuple[FovJob, int]] = {}
     results: dict[int, Any] = {job.fov: [] for job in jobs}
@@ -65,7 +69,10 @@ def process_fovs(
         while waiting and len(in_flight) < max(1, batch_size):
             submit(waiting.popleft(), 0)
 
-    fill()
+    fill()  # the workers start before the progress artifact's API call
+    progress = create_progress_artifact(
+        progress=0.0, key="process-progress", description=f"0/{total} FOV stages"
+    )
     done = 0
     while in_flight:
         future = next(as_completed(list(in_flight)))
@@ -93,7 +100,7 @@ def process_fovs(
 
 
 @flow(name="process-acquisition", log_prints=True)
-def process_acquisition(
+def process_acquisition_flow(
     input_path: str,
     output_dir: str,
     pc: int = 0,
@@ -123,7 +130,7 @@ def process_acquisition(
     logger = get_run_logger()
     started = time.time()
     if runner == "process":
-        prestart()  # the workers' imports overlap validation and the subflow's start
+        prestart()  # a no-op if process_acquisition() already started it
     stages = list(stages or STAGES)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -163,3 +170,33 @@ def process_acquisition(
     publish_artifacts(summary)
     summary.raise_if_failed()
     return summary
+
+
+@functools.wraps(process_acquisition_flow.fn)
+def process_acquisition(*args: Any, **kwargs: Any) -> ProcessSummary:
+    """Run the ``process-acquisition`` flow (:func:`process_acquisition_flow`, same
+    parameters), starting the stage workers' imports first.
+
+    With ``runner="process"`` the workers' one-time import of pyama_lib (1-2 s on a busy
+    machine) then overlaps Prefect's start of the flow run instead of delaying the first
+    stage. Called from the top level of a script without an ``if __name__ == "__main__":``
+    guard, the process runner would re-run the script in every worker, so the run falls back
+    to ``runner="thread"`` with a warning that says where to add the guard.
+    """
+    call = inspect.signature(process_acquisition_flow.fn).bind(*args, **kwargs)
+    call.apply_defaults()
+    if call.arguments["runner"] == "process":
+        where = unguarded_main_call()
+        if where is None:
+            prestart()
+        else:
+            warnings.warn(
+                f"process_acquisition is called from the top level of {where}, outside an "
+                '`if __name__ == "__main__":` block; worker processes re-import that script, '
+                "so this run uses runner='thread' (slower). Put the call under that block "
+                "to run the stages in worker processes.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            call.arguments["runner"] = "thread"
+    return process_acquisition_flow(*call.args, **call.kwargs)

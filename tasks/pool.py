@@ -16,7 +16,9 @@ again (finished stages are skipped), or, with retries off, the flow's retry does
 
 from __future__ import annotations
 
+import ast
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -92,6 +94,45 @@ def prestart() -> None:
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
+
+
+def unguarded_main_call() -> str | None:
+    """``"script.py:12"`` when the caller runs at the top level of the main script, outside an
+    ``if __name__ == "__main__":`` block; otherwise None.
+
+    Stage workers, like every worker of a non-``fork`` process pool, import the main script
+    when they start: such a script would start the whole run again in every worker (and fail
+    with multiprocessing's bootstrapping error). A script that cannot be read counts as guarded.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    frame = sys._getframe(1)
+    while frame is not None and not (
+        frame.f_globals is getattr(main, "__dict__", None) and frame.f_code.co_name == "<module>"
+    ):
+        frame = frame.f_back
+    if frame is None or path is None:  # not running the main script's top level
+        return None
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    line = frame.f_lineno
+    guards = [node for node in tree.body if isinstance(node, ast.If) and _is_main_test(node.test)]
+    if any(node.lineno <= line <= (node.end_lineno or node.lineno) for node in guards):
+        return None
+    return f"{path}:{line}"
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    """``__name__ == "__main__"``, either way round."""
+    if not isinstance(test, ast.Compare) or [type(op) for op in test.ops] != [ast.Eq]:
+        return False
+    sides = (test.left, test.comparators[0])
+    names = [side.id for side in sides if isinstance(side, ast.Name)]
+    values = [side.value for side in sides if isinstance(side, ast.Constant)]
+    return names == ["__name__"] and values == ["__main__"]
 
 
 class StagePool:

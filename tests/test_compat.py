@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +108,34 @@ def test_run_complete_workflow_dict_context_and_fov_subset(
     assert sorted(context["results_paths"]) == [1]
     assert not (tmp_path / "out" / "fov_000").exists()
     assert (tmp_path / "out" / "fov_001" / "synthetic_fov_001_traces_ch_1.csv").is_file()
+
+
+def test_unguarded_pyama_script_runs_on_threads_with_a_warning(
+    prefect_api, acquisition, tmp_path: Path
+) -> None:
+    """A PyAMA script calling run_complete_workflow at its top level (fine with PyAMA's fork
+    workers on Linux) would be re-run by every stage worker: it runs on threads instead."""
+    from prefect.settings import PREFECT_API_URL
+
+    out = tmp_path / "out"
+    script = tmp_path / "pyama_script.py"
+    script.write_text(
+        "from flows.compat import Channels, ProcessingContext, load_microscopy_file\n"
+        "from flows.compat import run_complete_workflow\n"
+        f"image, metadata = load_microscopy_file({str(acquisition.path)!r})\n"
+        f"context = ProcessingContext(output_dir={str(out)!r}, channels=Channels(pc=0, fl=[1]))\n"
+        "print('ok', run_complete_workflow(metadata, context, 0, 0, 1, 2))\n"
+    )
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's test API
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "ok True"
+    assert f"top level of {script}:5" in proc.stderr
+    assert "runner='thread'" in proc.stderr
+    df = pd.read_csv(out / "fov_000" / "synthetic_fov_000_traces_ch_1.csv")
+    assert df["cell"].nunique() == N_CELLS
 
 
 def test_invalid_fov_range_returns_false_before_writing(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 
@@ -15,7 +17,7 @@ from pyama_lib.io.store import FovStore
 from pyama_lib.processing.stages import plan_jobs, run_stage
 from pyama_lib.synthetic import make_synthetic
 from tasks.faults import ENV_VAR
-from tasks.pool import execute_stage, stage_pool
+from tasks.pool import execute_stage, stage_pool, unguarded_main_call
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +64,37 @@ def test_a_dead_worker_breaks_the_pool_once_then_it_is_replaced(acq_path, tmp_pa
         assert execute_stage("copy", jobs[1]).written == ["pc_ch_0", "fl_ch_1"]
         assert execute_stage("copy", jobs[0]).written == ["pc_ch_0", "fl_ch_1"]
     assert os.environ[ENV_VAR] == "copy:1:crash"  # the parent process itself never exited
+
+
+def test_unguarded_main_call_finds_the_script_line_outside_the_main_guard(tmp_path):
+    script = tmp_path / "analysis.py"
+    script.write_text(
+        "from tasks.pool import unguarded_main_call\n"
+        "def run():\n"
+        "    return unguarded_main_call()\n"
+        "print('top', run())\n"
+        "if __name__ == '__main__':\n"
+        "    print('guarded', run())\n"
+        "if '__main__' == __name__:\n"
+        "    print('reversed', unguarded_main_call())\n"
+        "if __name__ != '__main__':\n"
+        "    pass\n"
+        "else:\n"
+        "    print('else branch', run())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    # The else branch of a negated test is not recognised: a false alarm only costs speed.
+    assert out == [
+        f"top {script}:4",
+        "guarded None",
+        "reversed None",
+        f"else branch {script}:12",
+    ]
+    # No main script (python -c, notebooks) and this test process (pytest's guarded entry)
+    snippet = "from tasks.pool import unguarded_main_call; print(unguarded_main_call())"
+    assert subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, check=True
+    ).stdout.split() == ["None"]
+    assert unguarded_main_call() is None
