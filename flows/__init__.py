@@ -18,7 +18,6 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 _EXPORTS = {
     "process_acquisition": "flows.process",
     "process_acquisition_flow": "flows.process",
-    "process_fovs": "flows.process",
     "ProcessSummary": "flows.reporting",
 }
 

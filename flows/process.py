@@ -1,12 +1,12 @@
 """``process_acquisition``: copy → segment → correct → track → extract, per FOV, in parallel.
 
 The flow validates everything before it writes anything, takes the output folder's run lock,
-then runs the per-FOV stage tasks in a subflow on the chosen task runner (``process_fovs``;
-with ``runner="process"`` the stages run in a pool of worker processes, see
-:mod:`tasks.pool`) and finally writes the run-level outputs: ``processing_results.yaml``
-(merged), ``run.yaml`` and the Prefect artifacts. (Each FOV's extract task writes its traces
-CSV and Parquet partition.) A crashed worker process is recovered by the tasks' retries, or,
-with retries off, by the subflow's one retry; completed stages are skipped either way.
+then runs the per-FOV stage tasks on the chosen task runner (:func:`run_fovs`; with
+``runner="process"`` the stages run in a pool of worker processes, see :mod:`tasks.pool`) and
+finally writes the run-level outputs: ``processing_results.yaml`` (merged), ``run.yaml`` and
+the Prefect artifacts. (Each FOV's extract task writes its traces CSV and Parquet partition.)
+A crashed worker process is recovered by the tasks' retries, or, with retries off, by one more
+run of the stage it was doing; completed stages are skipped either way.
 
 ``batch_size`` bounds the FOVs in flight (each runs its stages in order), ``n_workers`` the
 tasks running at once; with ``batch_size < n_workers`` some workers idle.
@@ -24,7 +24,7 @@ import time
 import warnings
 from collections import deque
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -32,7 +32,7 @@ from prefect.futures import PrefectFuture, as_completed
 
 from flows.progress import report_progress
 from flows.reporting import ProcessSummary, failed_fov, publish_artifacts, write_run_outputs
-from flows.runners import make_task_runner, stage_workers, without_heartbeat
+from flows.runners import make_task_runner, stage_workers
 from pyama_lib.config import Channels
 from pyama_lib.errors import PyamaError
 from pyama_lib.io.lock import OutputLock
@@ -40,17 +40,24 @@ from pyama_lib.processing.stages import STAGES, FovJob, plan_jobs
 from tasks.pool import prestart, unguarded_main_call
 from tasks.stages import STAGE_TASKS
 
+if TYPE_CHECKING:
+    from prefect.task_runners import TaskRunner
 
-@flow(name="process-fovs", retries=1, retry_delay_seconds=1)
-def process_fovs(
-    jobs: list[FovJob], stages: list[str], batch_size: int, retries: int | None = None
+
+def run_fovs(
+    task_runner: TaskRunner,
+    jobs: list[FovJob],
+    stages: list[str],
+    batch_size: int,
+    retries: int | None = None,
 ) -> dict[int, Any]:
-    """Run ``stages`` in order for every job, at most ``batch_size`` FOVs in flight.
+    """Run ``stages`` in order for every job on ``task_runner``, at most ``batch_size`` FOVs
+    in flight; the task runs belong to the calling flow run.
 
     Returns ``{fov: [stage result dicts]}`` for FOVs that finished, and
-    ``{fov: {"error": ...}}`` for FOVs whose task failed after its retries. A broken worker
-    pool that outlasted the task retries is re-raised, so the flow retry runs the rest again.
-    ``retries`` overrides the tasks' retry count.
+    ``{fov: {"error": ...}}`` for FOVs whose task failed after its retries. ``retries``
+    overrides the tasks' retry count. A stage whose worker process died after its retries
+    (or with retries off) runs once more in a new task run, on the replaced pool.
     """
     logger = get_run_logger()
     tasks = {
@@ -61,41 +68,50 @@ def process_fovs(
     waiting = deque(jobs)
     in_flight: dict[PrefectFuture, tuple[FovJob, int]] = {}
     results: dict[int, Any] = {job.fov: [] for job in jobs}
+    rerun: set[tuple[int, int]] = set()
 
     def submit(job: FovJob, index: int) -> None:
-        in_flight[tasks[stages[index]].submit(job)] = (job, index)
+        in_flight[task_runner.submit(tasks[stages[index]], {"job": job})] = (job, index)
 
     def fill() -> None:
         while waiting and len(in_flight) < max(1, batch_size):
             submit(waiting.popleft(), 0)
 
-    fill()  # the workers start before the progress artifact's API call
-    progress = create_progress_artifact(
-        progress=0.0, key="process-progress", description=f"0/{total} FOV stages"
-    )
-    done = 0
-    while in_flight:
-        future = next(as_completed(list(in_flight)))
-        job, index = in_flight.pop(future)
-        done += 1
-        try:
-            results[job.fov].append(future.result())
-        except BrokenProcessPool:
-            raise
-        except Exception as exc:  # one FOV failing must not stop the others
-            logger.error("fov_%03d failed in %s: %s", job.fov, stages[index], exc)
-            results[job.fov] = failed_fov(stages[index], exc)
-            done += len(stages) - index - 1
-        else:
-            if index + 1 < len(stages):
-                submit(job, index + 1)
-        fill()  # the next work first, then the bookkeeping (an API call per stage)
-        update_progress_artifact(
-            artifact_id=progress,
-            progress=100 * done / total,
-            description=f"{done}/{total} FOV stages",
+    with task_runner:
+        fill()  # the workers start before the progress artifact's API call
+        progress = create_progress_artifact(
+            progress=0.0, key="process-progress", description=f"0/{total} FOV stages"
         )
-        report_progress(done, total, f"{stages[index]} fov_{job.fov:03d}")
+        done = 0
+        while in_flight:
+            future = next(as_completed(list(in_flight)))
+            job, index = in_flight.pop(future)
+            try:
+                results[job.fov].append(future.result())
+            except Exception as exc:  # one FOV failing must not stop the others
+                if isinstance(exc, BrokenProcessPool) and (job.fov, index) not in rerun:
+                    rerun.add((job.fov, index))
+                    logger.warning(
+                        "fov_%03d: a worker process died in %s; running it again",
+                        job.fov,
+                        stages[index],
+                    )
+                    submit(job, index)
+                    continue
+                logger.error("fov_%03d failed in %s: %s", job.fov, stages[index], exc)
+                results[job.fov] = failed_fov(stages[index], exc)
+                done += len(stages) - index - 1
+            else:
+                if index + 1 < len(stages):
+                    submit(job, index + 1)
+            done += 1
+            fill()  # the next work first, then the bookkeeping (an API call per stage)
+            update_progress_artifact(
+                artifact_id=progress,
+                progress=100 * done / total,
+                description=f"{done}/{total} FOV stages",
+            )
+            report_progress(done, total, f"{stages[index]} fov_{job.fov:03d}")
     return results
 
 
@@ -162,10 +178,8 @@ def process_acquisition_flow(
         output_dir,
     )
     with OutputLock(output_dir):
-        with stage_workers(runner, n_workers), without_heartbeat():
-            results = process_fovs.with_options(task_runner=task_runner)(
-                plan.jobs, stages, batch_size, retries
-            )
+        with stage_workers(runner, n_workers):
+            results = run_fovs(task_runner, plan.jobs, stages, batch_size, retries)
         summary = write_run_outputs(plan, stages, results, started=started)
     publish_artifacts(summary)
     summary.raise_if_failed()

@@ -82,7 +82,7 @@ def check_ready(plan: Plan) -> None:
 
 
 def _collect(jobs: list[FovJob], futures: list[Any]) -> dict[int, Any]:
-    # Same shape as process_fovs: a list of stage results, or failed_fov() for a failed FOV.
+    # Same shape as run_fovs: a list of stage results, or failed_fov() for a failed FOV.
     logger = get_run_logger()
     results: dict[int, Any] = {}
     for job, future in zip(jobs, futures, strict=True):

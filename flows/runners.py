@@ -85,17 +85,3 @@ def workers_share_api() -> Iterator[None]:
             yield
     finally:
         os.environ.pop("PREFECT_API_URL", None)
-
-
-@contextmanager
-def without_heartbeat() -> Iterator[None]:
-    """Run the flows started inside this block without Prefect's flow-run heartbeat.
-
-    For the ``process-fovs`` subflow: its parent's heartbeat already shows the run is alive,
-    and a synchronous flow run waits up to 1 s at its end for the heartbeat thread to stop
-    (prefect-notes.md §1.2), which is 2% of a 45 s run.
-    """
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield

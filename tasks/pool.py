@@ -11,7 +11,7 @@ user's own flow) :func:`execute_stage` runs the stage in the calling thread.
 
 A worker that dies (OOM kill, segfault) breaks the whole pool: every task waiting on it raises
 ``BrokenProcessPool``; the pool replaces itself once and the tasks' retries run those stages
-again (finished stages are skipped), or, with retries off, the flow's retry does.
+again (finished stages are skipped), or, with retries off, the flow runs each once more.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,28 @@ def test_crashed_worker_process_is_recovered(prefect_api, reference_run, acquisi
             read_traces_csv(traces_csv_path(out, summary.base_name, fov, 1)),
             read_traces_csv(traces_csv_path(ref_out, summary.base_name, fov, 1)),
         )
+
+
+def test_crashed_worker_with_retries_off_runs_its_stage_once_more(
+    prefect_api, reference_run, acquisition, tmp_path, monkeypatch
+):
+    from prefect.client.orchestration import get_client
+
+    monkeypatch.setenv("PYAMA_FAULT", "segment:1:crash")
+    out = tmp_path / "out"
+    started = datetime.now(UTC)
+    summary = process_acquisition(str(acquisition), str(out), fl=[1], fovs="0-1", retries=0)
+    assert summary.fovs_done == [0, 1]
+    assert (out / ".pyama-fault-segment-1-crash").exists()
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_task_runs() if r.name == "segment fov_001"]
+    mine = [r for r in runs if r.created and r.created >= started]
+    assert sorted(r.state.type.value for r in mine) == ["COMPLETED", "FAILED"]
+    ref_out, ref = reference_run
+    pd.testing.assert_frame_equal(
+        read_traces_csv(traces_csv_path(out, ref.base_name, 1, 1)),
+        read_traces_csv(traces_csv_path(ref_out, ref.base_name, 1, 1)),
+    )
 
 
 def test_second_run_on_locked_output_is_refused(prefect_api, acquisition, tmp_path):
