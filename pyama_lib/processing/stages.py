@@ -351,14 +351,16 @@ _STAGE_FUNCS: dict[str, Callable[[FovJob, FovStore, StageResult, dict[str, Any]]
 
 def run_stage(stage: str, job: FovJob) -> StageResult:
     """Run one stage for the job's FOV and report what was written or skipped."""
+    if stage not in STAGES:
+        raise ParamsError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    start = time.perf_counter()
     if stage == "copy":
         with job.open() as acq:
-            return copy_fov(acq, job.fov, job.channels, job.store)
-    if stage not in _STAGE_FUNCS:
-        raise ParamsError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-    result = StageResult(stage, job.fov)
-    start = time.perf_counter()
-    _STAGE_FUNCS[stage](job, job.store, result, parse_params(job.params))
+            result = copy_fov(acq, job.fov, job.channels, job.store)
+    else:
+        result = StageResult(stage, job.fov)
+        _STAGE_FUNCS[stage](job, job.store, result, parse_params(job.params))
+    # The stage's whole time, for copy including opening and closing the acquisition.
     result.seconds = time.perf_counter() - start
     return result
 
