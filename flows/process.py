@@ -18,7 +18,6 @@ before Prefect creates the flow run, then calls the flow, ``process_acquisition_
 
 from __future__ import annotations
 
-import functools
 import inspect
 import time
 import warnings
@@ -186,7 +185,6 @@ def process_acquisition_flow(
     return summary
 
 
-@functools.wraps(process_acquisition_flow.fn)
 def process_acquisition(*args: Any, **kwargs: Any) -> ProcessSummary:
     """Run the ``process-acquisition`` flow (:func:`process_acquisition_flow`, same
     parameters), starting the stage workers' imports first.
@@ -214,3 +212,7 @@ def process_acquisition(*args: Any, **kwargs: Any) -> ProcessSummary:
             )
             call.arguments["runner"] = "thread"
     return process_acquisition_flow(*call.args, **call.kwargs)
+
+
+# help() and IDEs show the flow's parameters
+process_acquisition.__signature__ = inspect.signature(process_acquisition_flow.fn)  # type: ignore[attr-defined]
