@@ -18,6 +18,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 _EXPORTS = {
     "process_acquisition": "flows.process",
     "process_acquisition_flow": "flows.process",
+    "FovsFailedError": "flows.reporting",
     "ProcessSummary": "flows.reporting",
 }
 

@@ -1,7 +1,8 @@
 """``pyama process``: run the processing flow from the shell.
 
-Exit status 0 on success, 2 with a one-paragraph message on bad input or a failed FOV. A live
-progress bar (FOVs × stages) on a terminal; plain log lines when stderr is not a TTY.
+Exit status 0 on success, 2 with a one-paragraph message on bad input or a failed FOV (after
+the summary table of the FOVs that did finish). A live progress bar (FOVs × stages) on a
+terminal; plain log lines when stderr is not a TTY.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
@@ -20,6 +21,9 @@ from pyama_lib.cli import COMMANDS
 from pyama_lib.cli import main as lib_main
 from pyama_lib.config import STAGES
 from pyama_lib.errors import ParamsError
+
+if TYPE_CHECKING:
+    from flows.reporting import ProcessSummary
 
 
 def register_process(subparsers: Any) -> None:
@@ -66,6 +70,26 @@ def _load_params(path: Path | None) -> dict[str, Any]:
     return data
 
 
+def parse_stages(text: str | None) -> list[str] | None:
+    """``"copy, segment"`` -> ``["copy", "segment"]``; None (all stages) when not given.
+
+    Spaces around names and empty items are dropped; names are checked by the flow. A value
+    naming no stage at all is refused, as it would otherwise mean "all stages".
+    """
+    if text is None:
+        return None
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    if not stages:
+        raise ParamsError(f"--stages {text!r} names no stage; give some of {','.join(STAGES)}")
+    return stages
+
+
+def _print_summary(summary: ProcessSummary) -> None:
+    print(summary)
+    print(f"\nresults: {summary.results_yaml}\ntraces:  {summary.parquet_dir}")
+    print(f"record:  {summary.run_yaml}")
+
+
 class _ProgressHandler(logging.Handler):
     """Renders the flow's ``pyama.progress`` records as a bar (TTY) or as log lines."""
 
@@ -88,11 +112,13 @@ class _ProgressHandler(logging.Handler):
 
 
 def run_process(args: argparse.Namespace) -> int:
+    stages = parse_stages(args.stages)  # a typo is reported before any worker starts
     if args.runner == "process":
         from tasks.pool import prestart
 
         prestart()  # the workers' imports overlap loading Prefect and starting the flow run
     from flows.process import process_acquisition  # imports Prefect: only when processing
+    from flows.reporting import FovsFailedError
 
     handler = _ProgressHandler(sys.stderr)
     logger = logging.getLogger(PROGRESS_LOGGER)
@@ -113,15 +139,18 @@ def run_process(args: argparse.Namespace) -> int:
             runner=args.runner,
             dask_address=args.dask_address,
             params=_load_params(args.params),
-            stages=args.stages.split(",") if args.stages else None,
+            stages=stages,
             retries=args.retries,
             reader_options={"times": args.times} if args.times != "nominal" else {},
         )
+    except FovsFailedError as exc:
+        # The other FOVs are done: show them, then the error paragraph and exit status 2
+        # (pyama_lib.cli.main reports the re-raised error).
+        _print_summary(exc.summary)
+        raise
     finally:
         logger.removeHandler(handler)
-    print(summary)
-    print(f"\nresults: {summary.results_yaml}\ntraces:  {summary.parquet_dir}")
-    print(f"record:  {summary.run_yaml}")
+    _print_summary(summary)
     return 0
 
 

@@ -5,8 +5,8 @@ then runs the per-FOV stage tasks on the chosen task runner (:func:`run_fovs`; w
 ``runner="process"`` the stages run in a pool of worker processes, see :mod:`tasks.pool`) and
 finally writes the run-level outputs: ``processing_results.yaml`` (merged), ``run.yaml`` and
 the Prefect artifacts. (Each FOV's extract task writes its traces CSV and Parquet partition.)
-A crashed worker process is recovered by the tasks' retries, or, with retries off, by one more
-run of the stage it was doing; completed stages are skipped either way.
+A crashed worker process is replaced and the stages it broke run again (:mod:`tasks.pool`);
+a stage that kills its worker on its own fails only its FOV.
 
 ``batch_size`` bounds the FOVs in flight (each runs its stages in order), ``n_workers`` the
 tasks running at once; with ``batch_size < n_workers`` some workers idle.
@@ -22,7 +22,6 @@ import inspect
 import time
 import warnings
 from collections import deque
-from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger
@@ -54,9 +53,9 @@ def run_fovs(
     in flight; the task runs belong to the calling flow run.
 
     Returns ``{fov: [stage result dicts]}`` for FOVs that finished, and
-    ``{fov: {"error": ...}}`` for FOVs whose task failed after its retries. ``retries``
-    overrides the tasks' retry count. A stage whose worker process died after its retries
-    (or with retries off) runs once more in a new task run, on the replaced pool.
+    ``{fov: {"error": ..., "completed": [...]}}`` for FOVs whose task failed after its
+    retries (see :func:`failed_fov`). ``retries``
+    overrides the tasks' retry count.
     """
     logger = get_run_logger()
     tasks = {
@@ -67,7 +66,6 @@ def run_fovs(
     waiting = deque(jobs)
     in_flight: dict[PrefectFuture, tuple[FovJob, int]] = {}
     results: dict[int, Any] = {job.fov: [] for job in jobs}
-    rerun: set[tuple[int, int]] = set()
 
     def submit(job: FovJob, index: int) -> None:
         in_flight[task_runner.submit(tasks[stages[index]], {"job": job})] = (job, index)
@@ -88,17 +86,8 @@ def run_fovs(
             try:
                 results[job.fov].append(future.result())
             except Exception as exc:  # one FOV failing must not stop the others
-                if isinstance(exc, BrokenProcessPool) and (job.fov, index) not in rerun:
-                    rerun.add((job.fov, index))
-                    logger.warning(
-                        "fov_%03d: a worker process died in %s; running it again",
-                        job.fov,
-                        stages[index],
-                    )
-                    submit(job, index)
-                    continue
                 logger.error("fov_%03d failed in %s: %s", job.fov, stages[index], exc)
-                results[job.fov] = failed_fov(stages[index], exc)
+                results[job.fov] = failed_fov(stages[index], exc, results[job.fov])
                 done += len(stages) - index - 1
             else:
                 if index + 1 < len(stages):
@@ -179,7 +168,15 @@ def process_acquisition_flow(
     with OutputLock(output_dir):
         with stage_workers(runner, n_workers):
             results = run_fovs(task_runner, plan.jobs, stages, batch_size, retries)
-        summary = write_run_outputs(plan, stages, results, started=started)
+        settings = {
+            "runner": runner,
+            "n_workers": n_workers,
+            "batch_size": batch_size,
+            "retries": retries,  # None: the tasks' own (2, with backoff)
+            "reader_options": dict(reader_options or {}),
+            "dask_address": dask_address,
+        }
+        summary = write_run_outputs(plan, stages, results, started=started, settings=settings)
     publish_artifacts(summary)
     summary.raise_if_failed()
     return summary

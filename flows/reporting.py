@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
 
 from pyama_lib.errors import PyamaError
 from pyama_lib.io.results_yaml import results_file_path, update_results_file
 from pyama_lib.io.traces import PARQUET_DIR
 from pyama_lib.processing.stages import Plan, results_entries
-from pyama_lib.provenance import RunRecord, input_identity, write_run_yaml
+from pyama_lib.provenance import RunRecord, input_identity, iso_time, write_run_yaml
 
 
 @dataclass
@@ -66,9 +67,10 @@ class ProcessSummary:
         if not self.fovs_failed:
             return
         failed = "; ".join(f"fov_{f:03d} in {self.errors[f].rstrip('.')}" for f in self.fovs_failed)
-        raise PyamaError(
+        raise FovsFailedError(
             f"{len(self.fovs_failed)} FOV(s) failed: {failed}. The other FOVs are done; "
-            "re-run the same command to retry the failed ones (completed stages are skipped)."
+            "re-run the same command to retry the failed ones (completed stages are skipped).",
+            self,
         )
 
     def table(self) -> list[dict[str, Any]]:
@@ -102,18 +104,42 @@ class ProcessSummary:
         return "\n".join(lines)
 
 
-def failed_fov(stage: str, exc: BaseException) -> dict[str, str]:
-    """How a flow records a FOV whose ``stage`` task failed (read back by the summary)."""
-    return {"error": f"{stage}: {type(exc).__name__}: {exc}"}
+class FovsFailedError(PyamaError):
+    """Some FOVs failed, the others are done: ``summary`` is the run's :class:`ProcessSummary`
+    (FOVs done, skipped and failed, cells, output paths), as a successful run returns it."""
+
+    def __init__(self, message: str, summary: ProcessSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+    def __reduce__(self) -> tuple[type, tuple[str, ProcessSummary]]:
+        # Pickled when Prefect persists the failed state or the error crosses processes; the
+        # default would call __init__(message) alone and fail.
+        return (type(self), (str(self), self.summary))
+
+
+def failed_fov(
+    stage: str, exc: BaseException, completed: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """How a flow records a FOV whose ``stage`` task failed (read back by the summary).
+
+    ``completed`` are the FOV's stage result dicts from before the failure: run.yaml keeps
+    their timings, which tell how far the FOV got and what a re-run will skip.
+    """
+    return {"error": f"{stage}: {type(exc).__name__}: {exc}", "completed": list(completed or [])}
 
 
 def _fov_summary(fov: int, outcome: Any) -> FovSummary:
     if isinstance(outcome, dict):  # a failed FOV, recorded by failed_fov()
-        return FovSummary(fov, "failed", error=outcome["error"])
-    summary = FovSummary(fov, "skipped")
-    for stage in outcome:
+        summary = FovSummary(fov, "failed", error=outcome["error"])
+        stages = outcome.get("completed", [])
+    else:
+        summary = FovSummary(fov, "skipped")
+        stages = outcome
+    for stage in stages:
         if stage["written"]:
-            summary.status = "done"
+            if summary.status == "skipped":
+                summary.status = "done"
             summary.seconds[stage["stage"]] = round(stage["seconds"], 3)
         else:
             summary.seconds[stage["stage"]] = "skipped"
@@ -125,15 +151,29 @@ def _fov_summary(fov: int, outcome: Any) -> FovSummary:
 
 
 def write_run_outputs(
-    plan: Plan, stages: list[str], results: dict[int, Any], started: float
+    plan: Plan,
+    stages: list[str],
+    results: dict[int, Any],
+    started: float,
+    settings: dict[str, Any] | None = None,
 ) -> ProcessSummary:
-    """Merge processing_results.yaml, append run.yaml and build the summary."""
+    """Merge processing_results.yaml, append run.yaml and build the summary.
+
+    ``started`` is when the run started (epoch seconds). ``settings`` (runner, n_workers,
+    batch_size, retries, reader_options) go to run.yaml as given; inside a Prefect flow run its
+    id is added as ``flow_run_id``, the link from the record to the run's logs and task runs.
+    """
     out = Path(plan.output_dir)
     fovs = [_fov_summary(fov, results[fov]) for fov in sorted(results)]
     ok = [f.fov for f in fovs if f.status != "failed"]
     update_results_file(results_entries(plan, ok))
+    settings = dict(settings or {})
+    if flow_run.id is not None:  # None outside a flow run (a script calling this directly)
+        settings["flow_run_id"] = flow_run.id
     record = RunRecord(
+        started=iso_time(started),
         parameters={**plan.describe(), "stages": stages},
+        settings=settings,
         input=input_identity(plan.input_path),
     )
     for f in fovs:
@@ -154,10 +194,10 @@ def write_run_outputs(
         run_yaml="",
         wall_seconds=wall,
     )
-    record.finish(
-        status="failed" if summary.fovs_failed else "completed",
-        summary={"table": summary.table(), "wall_seconds": round(wall, 3)},
-    )
+    outcome: dict[str, Any] = {"table": summary.table(), "wall_seconds": round(wall, 3)}
+    if summary.fovs_failed:  # the record says why, not only that, a FOV failed
+        outcome["errors"] = summary.errors
+    record.finish(status="failed" if summary.fovs_failed else "completed", summary=outcome)
     summary.run_yaml = str(write_run_yaml(record, out))
     return summary
 

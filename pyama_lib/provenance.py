@@ -37,6 +37,7 @@ __all__ = [
     "RunRecord",
     "identity_key",
     "input_identity",
+    "iso_time",
     "library_versions",
     "load_run_yaml",
     "write_run_yaml",
@@ -67,8 +68,9 @@ _DISTRIBUTIONS = (
 Timing = float | str  # seconds, or "skipped" (outputs already complete)
 
 
-def _iso(timestamp: float | None = None) -> str:
-    """Local time with UTC offset (readable, and comparable across time zones)."""
+def iso_time(timestamp: float | None = None) -> str:
+    """``timestamp`` (epoch seconds; default now) as local time with UTC offset (readable,
+    and comparable across time zones)."""
     moment = datetime.now() if timestamp is None else datetime.fromtimestamp(timestamp)
     return moment.astimezone().isoformat(timespec="seconds")
 
@@ -130,7 +132,7 @@ def input_identity(path: str | Path) -> dict[str, Any]:
     return {
         "path": str(p),
         "size": int(st.st_size),
-        "mtime": _iso(st.st_mtime),
+        "mtime": iso_time(st.st_mtime),
         "fingerprint": _fingerprint(p, int(st.st_size)),
     }
 
@@ -193,16 +195,19 @@ class RunRecord:
     """One run's provenance, as stored in ``run.yaml``.
 
     ``timings`` maps FOV index to ``{stage: seconds or "skipped"}``; ``status`` is
-    ``"running"``, ``"completed"`` or ``"failed"``.
+    ``"running"``, ``"completed"`` or ``"failed"``. ``settings`` holds how the run was executed
+    (runner, workers, batch size, retries, reader options, orchestrator run id): they do not
+    change the numbers, but a reviewer comparing timings or retracing a run needs them.
     """
 
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    started: str = field(default_factory=_iso)
+    started: str = field(default_factory=iso_time)
     finished: str | None = None
     status: str = "running"
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     hostname: str = field(default_factory=socket.gethostname)
     parameters: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
     input: dict[str, Any] | None = None
     versions: dict[str, str] = field(default_factory=library_versions)
     timings: dict[int, dict[str, Timing]] = field(default_factory=dict)
@@ -218,7 +223,7 @@ class RunRecord:
 
     def finish(self, status: str = "completed", summary: dict[str, Any] | None = None) -> None:
         """Stamp the end time and status, merging ``summary`` into the record's summary."""
-        self.finished = _iso()
+        self.finished = iso_time()
         self.status = status
         if summary:
             self.summary.update(summary)
@@ -231,13 +236,14 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
-        """Inverse of :meth:`to_dict`; unknown keys (from newer versions) are ignored."""
+        """Inverse of :meth:`to_dict`; unknown keys (from newer versions) are ignored and
+        missing ones (from older versions, e.g. ``settings``) take their defaults."""
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["timings"] = {
             int(fov): dict(stages or {}) for fov, stages in (data.get("timings") or {}).items()
         }
-        for name in ("parameters", "summary", "versions"):
+        for name in ("parameters", "settings", "summary", "versions"):
             kwargs[name] = dict(data.get(name) or {})
         kwargs["command"] = list(data.get("command") or [])
         return cls(**kwargs)

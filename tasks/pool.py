@@ -9,9 +9,9 @@ only pyama_lib (no Prefect), and each task's orchestration (states, retries, log
 flow's process, a few milliseconds per task. Without an open pool (thread or Dask runner, a
 user's own flow) :func:`execute_stage` runs the stage in the calling thread.
 
-A worker that dies (OOM kill, segfault) breaks the whole pool: every task waiting on it raises
-``BrokenProcessPool``; the pool replaces itself once and the tasks' retries run those stages
-again (finished stages are skipped), or, with retries off, the flow runs each once more.
+A worker that dies (OOM kill, segfault) breaks the whole pool and every stage in it; the pool
+replaces itself and runs those stages again one at a time, which finds the one that kills its
+worker (see :class:`StagePool`). Workers exit with the flow's process.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from contextvars import ContextVar
 from importlib import import_module
-from multiprocessing import get_all_start_methods, get_context
+from multiprocessing import get_all_start_methods, get_context, parent_process
+from multiprocessing.connection import wait
 from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING
 
+from pyama_lib.errors import PyamaError
 from tasks.faults import maybe_inject_fault
 
 if TYPE_CHECKING:
@@ -55,11 +57,24 @@ def _execute(stage: str, job: FovJob) -> StageResult:
     return import_module(_STAGES_MODULE).run_stage(stage, job)
 
 
-def _adopt_environment(environment: dict[str, str]) -> None:
-    """Worker initializer: the flow's environment as of the pool's start (a forkserver's
-    workers would otherwise see the server's, from whenever it started)."""
+def _init_worker(environment: dict[str, str]) -> None:
+    """Worker initializer: adopt the flow's environment as of the pool's start (a forkserver's
+    workers would otherwise see the server's, from whenever it started), and die with the
+    flow's process."""
     os.environ.clear()
     os.environ.update(environment)
+    parent = parent_process()
+    if parent is not None:
+        watch = threading.Thread(target=_exit_with_parent, args=(parent.sentinel,), daemon=True)
+        watch.start()
+
+
+def _exit_with_parent(sentinel: int) -> None:
+    """Exit as soon as the flow's process is gone (SIGKILL, OOM kill). An orphaned worker
+    would wait on its queue forever, or worse, go on writing into an output folder whose lock
+    the next run has taken over; its half-written array is redone by that run."""
+    wait([sentinel])
+    os._exit(1)
 
 
 def _ready() -> int:
@@ -135,13 +150,29 @@ def _is_main_test(test: ast.expr) -> bool:
     return names == ["__name__"] and values == ["__main__"]
 
 
+class WorkerDiedError(PyamaError):
+    """A stage's worker process died while it ran that stage alone: the stage itself kills it
+    (most often the kernel's out-of-memory killer)."""
+
+
 class StagePool:
-    """``n_workers`` worker processes running stages; replaced when one dies."""
+    """``n_workers`` worker processes running stages; replaced when one dies.
+
+    A dead worker fails every stage in the pool at that moment, not only the one that killed
+    it, and nothing tells which that was. So each of them runs once more *alone*, the other
+    stages waiting: the innocent ones finish, and a stage that kills its worker again, alone,
+    is the culprit (:class:`WorkerDiedError`, not retried). Stages that died of two at once
+    (two large FOVs filling memory together) also finish this way.
+    """
 
     def __init__(self, n_workers: int) -> None:
         self.n_workers = n_workers
         self._lock = threading.Lock()
         self._executor = self._start()
+        self._gate = threading.Condition()
+        self._running = 0  # stages in the workers now
+        self._alone_waiting = 0  # stages waiting to run alone, or running alone
+        self._alone = threading.Lock()
 
     def _start(self) -> Future[ProcessPoolExecutor]:
         """Start the workers on a helper thread: starting one blocks until it exists (with
@@ -154,13 +185,13 @@ class StagePool:
                 executor = ProcessPoolExecutor(
                     self.n_workers,
                     mp_context=_context(),
-                    initializer=_adopt_environment,
+                    initializer=_init_worker,
                     initargs=(dict(os.environ),),
                 )
                 for _ in range(self.n_workers):  # one call per worker starts them all now
                     executor.submit(_ready)
                 starting.set_result(executor)
-            except BaseException as exc:  # surfaces in run() and close()
+            except BaseException as exc:  # surfaces in run()
                 starting.set_exception(exc)
 
         threading.Thread(target=start, name="pyama-stage-pool-start", daemon=True).start()
@@ -168,6 +199,22 @@ class StagePool:
 
     def run(self, stage: str, job: FovJob) -> StageResult:
         """Run the stage in a worker and return its result (exceptions re-raised here)."""
+        try:
+            with self._shared():
+                return self._submit(stage, job)
+        except BrokenProcessPool:
+            pass  # some worker died; the pool is replaced
+        with self._by_itself():
+            try:
+                return self._submit(stage, job)
+            except BrokenProcessPool as exc:
+                raise WorkerDiedError(
+                    f"fov_{job.fov:03d}: the worker process died running {stage} on its own "
+                    "(killed, most likely out of memory); the other FOVs went on. Free memory "
+                    "or run fewer workers (--workers), then run the same command again."
+                ) from exc
+
+    def _submit(self, stage: str, job: FovJob) -> StageResult:
         starting = self._executor
         executor = starting.result()
         try:
@@ -179,8 +226,43 @@ class StagePool:
                     self._executor = self._start()
             raise
 
+    @contextmanager
+    def _shared(self) -> Iterator[None]:
+        """Run alongside other stages, unless some stage waits to run alone."""
+        with self._gate:
+            self._gate.wait_for(lambda: self._alone_waiting == 0)
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._gate:
+                self._running -= 1
+                self._gate.notify_all()
+
+    @contextmanager
+    def _by_itself(self) -> Iterator[None]:
+        """Run with no other stage in the workers (new ones wait, running ones finish)."""
+        with self._gate:
+            self._alone_waiting += 1
+        try:
+            with self._alone:
+                with self._gate:
+                    self._gate.wait_for(lambda: self._running == 0)
+                    self._running += 1
+                try:
+                    yield
+                finally:
+                    with self._gate:
+                        self._running -= 1
+        finally:
+            with self._gate:
+                self._alone_waiting -= 1
+                self._gate.notify_all()
+
     def close(self) -> None:
-        self._executor.result().shutdown(wait=True, cancel_futures=True)
+        starting = self._executor
+        if starting.exception() is None:  # a failed start was reported by run() already
+            starting.result().shutdown(wait=True, cancel_futures=True)
 
 
 @contextmanager

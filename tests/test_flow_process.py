@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,8 @@ import pytest
 
 from flows.cli import main as cli_main
 from flows.process import process_acquisition
-from pyama_lib.errors import RunLockedError
+from flows.reporting import FovsFailedError
+from pyama_lib.errors import PyamaError, RunLockedError
 from pyama_lib.io.acquisition import open_acquisition
 from pyama_lib.io.lock import OutputLock
 from pyama_lib.io.results_yaml import load_results
@@ -182,26 +182,23 @@ def test_crashed_worker_process_is_recovered(prefect_api, reference_run, acquisi
         )
 
 
-def test_crashed_worker_with_retries_off_runs_its_stage_once_more(
+def test_a_fov_that_kills_its_worker_fails_alone(
     prefect_api, reference_run, acquisition, tmp_path, monkeypatch
 ):
-    from prefect.client.orchestration import get_client
-
-    monkeypatch.setenv("PYAMA_FAULT", "segment:1:crash")
+    """FOV 1's segment kills its worker every time (say, a FOV too large for memory): FOV 1
+    fails with a clear message and no retries; FOV 0, broken with the pool or not, finishes."""
+    monkeypatch.setenv("PYAMA_FAULT", "segment:1:crash-always")
     out = tmp_path / "out"
-    started = datetime.now(UTC)
-    summary = process_acquisition(str(acquisition), str(out), fl=[1], fovs="0-1", retries=0)
-    assert summary.fovs_done == [0, 1]
-    assert (out / ".pyama-fault-segment-1-crash").exists()
-    with get_client(sync_client=True) as client:
-        runs = [r for r in client.read_task_runs() if r.name == "segment fov_001"]
-    mine = [r for r in runs if r.created and r.created >= started]
-    assert sorted(r.state.type.value for r in mine) == ["COMPLETED", "FAILED"]
+    with pytest.raises(PyamaError, match=r"fov_001 in segment.*most likely out of memory"):
+        process_acquisition(str(acquisition), str(out), fl=[1], fovs="0-1")
+    assert load_run_yaml(out)[-1].status == "failed"
+    assert sorted(load_results(out).results_paths) == [0]
     ref_out, ref = reference_run
     pd.testing.assert_frame_equal(
-        read_traces_csv(traces_csv_path(out, ref.base_name, 1, 1)),
-        read_traces_csv(traces_csv_path(ref_out, ref.base_name, 1, 1)),
+        read_traces_csv(traces_csv_path(out, ref.base_name, 0, 1)),
+        read_traces_csv(traces_csv_path(ref_out, ref.base_name, 0, 1)),
     )
+    assert not traces_csv_path(out, ref.base_name, 1, 1).exists()
 
 
 def test_second_run_on_locked_output_is_refused(prefect_api, acquisition, tmp_path):
@@ -226,6 +223,41 @@ def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         text=True,
         start_new_session=True,  # its own process group: SIGKILL reaches the workers too
     )
+
+
+def test_sigkill_of_the_flow_process_leaves_no_worker_behind(
+    prefect_api, reference_run, acquisition, tmp_path
+):
+    """The OOM killer takes the flow's process only (not its process group): the stage workers
+    and their forkserver exit with it instead of writing on, and a re-run resumes."""
+    out = tmp_path / "out"
+    args = [str(acquisition), "-o", str(out), "--fl", "1", "--fovs", "0-1"]
+    proc = _run_cli(*args, env={"PYAMA_FAULT": "track:1:slow"})
+    fired = out / ".pyama-fault-track-1-slow"
+    deadline = time.monotonic() + 120
+    while not fired.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert fired.exists(), proc.communicate()[1] if proc.poll() is not None else "timeout"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    try:
+        while time.monotonic() < deadline:
+            os.killpg(proc.pid, 0)  # raises once no process of the run's group is left
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("worker processes outlived the killed run by 10 s")
+    except ProcessLookupError:
+        pass
+    again = _run_cli(*args)
+    _, stderr = again.communicate(timeout=180)
+    assert again.returncode == 0, stderr
+    ref_out, ref = reference_run
+    for fov in (0, 1):
+        pd.testing.assert_frame_equal(
+            read_traces_csv(traces_csv_path(out, ref.base_name, fov, 1)),
+            read_traces_csv(traces_csv_path(ref_out, ref.base_name, fov, 1)),
+        )
 
 
 def test_sigkill_then_rerun_resumes(prefect_api, reference_run, acquisition, tmp_path):
@@ -291,16 +323,54 @@ def test_bad_input_exits_nonzero_with_clear_message(
 
 def test_failed_fov_is_reported_and_not_recorded(prefect_api, nd2_dir, tmp_path, capsys):
     """cluster.nd2 (31×38 px): masked cells leave no background pixel, so background
-    correction fails for its FOV; the command says which FOV, stage and way out, and exits 2
-    without recording the FOV as processed."""
+    correction fails for its FOV; the command prints the summary table, says which FOV, stage
+    and way out, and exits 2 without recording the FOV as processed."""
     out = tmp_path / "out"
     code = cli_main(
         ["process", str(nd2_dir / "cluster.nd2"), "-o", str(out), "--fl", "1", "--runner", "thread"]
     )
-    err = capsys.readouterr().err
+    stdout, err = capsys.readouterr()
     assert code == 2
+    assert stdout.splitlines()[2].split() == ["0", "-", "failed", "0", "0"]
+    assert "0 done, 0 skipped, 1 failed in" in stdout
+    assert f"record:  {out / 'run.yaml'}" in stdout
     assert "1 FOV(s) failed: fov_000 in correct: InputDataError" in err
     assert "--stages copy,segment,track,extract" in err
     assert load_results(out).results_paths == {}
     assert load_run_yaml(out)[-1].status == "failed"
     assert not FovStore(out, "cluster", 0).is_complete("fl_corrected_ch_1")
+
+
+def test_failed_fov_error_carries_the_summary_out_of_the_flow(prefect_api, nd2_dir, tmp_path):
+    """From Python, the flow's failure reaches the caller as FovsFailedError with the summary,
+    and run.yaml names the (failed) Prefect flow run it came from."""
+    from prefect.client.orchestration import get_client
+
+    out = tmp_path / "out"
+    with pytest.raises(FovsFailedError, match="fov_000 in correct") as info:
+        process_acquisition(str(nd2_dir / "cluster.nd2"), str(out), fl=[1], runner="thread")
+    summary = info.value.summary
+    assert summary.fovs_failed == [0] and summary.fovs_done == []
+    assert summary.errors[0].startswith("correct: InputDataError: ")
+    assert summary.run_yaml == str(out / "run.yaml")
+    record = load_run_yaml(out)[-1]
+    assert record.status == "failed" and record.summary["errors"] == summary.errors
+    assert list(record.timings[0]) == ["copy", "segment"]  # done before correct failed
+    assert record.settings["runner"] == "thread" and record.settings["n_workers"] == 2
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(record.settings["flow_run_id"])
+    assert flow_run.state.is_failed() and flow_run.parameters["output_dir"] == str(out)
+
+
+def test_cli_stages_with_spaces(prefect_api, acquisition, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["process", str(acquisition), "-o", str(out), "--fl", "1", "--fovs", "0"]
+    code = cli_main([*args, "--runner", "thread", "--stages", " segment ,copy,, "])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    record = load_run_yaml(out)[-1]
+    assert record.parameters["stages"] == ["copy", "segment"]  # pipeline order
+    assert list(record.timings[0]) == ["copy", "segment"]
+    assert FovStore(out, "synthetic", 0).is_complete("seg_ch_0")
+    assert not FovStore(out, "synthetic", 0).is_complete("seg_labeled_ch_0")
+    assert "1 done, 0 skipped, 0 failed" in stdout

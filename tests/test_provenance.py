@@ -23,6 +23,7 @@ from pyama_lib.provenance import (
     RunRecord,
     identity_key,
     input_identity,
+    iso_time,
     library_versions,
     load_run_yaml,
     write_run_yaml,
@@ -240,3 +241,49 @@ def test_load_missing_and_corrupt_run_yaml(tmp_path: Path) -> None:
     assert [r.run_id for r in load_run_yaml(out)] == ["run-x"]
     aside = [p for p in out.iterdir() if p.name.startswith(f"{RUN_YAML}.unreadable-")]
     assert len(aside) == 1 and aside[0].read_text() == "just: a mapping\n"
+
+
+def test_settings_and_start_time_round_trip(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    start = datetime(2025, 3, 4, 5, 6, 7).timestamp()
+    rec = _record(tmp_path, "run-s")
+    rec.started = iso_time(start)
+    rec.settings = {"runner": "process", "n_workers": 4, "retries": None, "reader_options": {}}
+    rec.finish()
+    write_run_yaml(rec, out)
+    (loaded,) = load_run_yaml(out)
+    assert loaded.settings == {
+        "runner": "process",
+        "n_workers": 4,
+        "retries": None,
+        "reader_options": {},
+    }
+    started = datetime.fromisoformat(loaded.started)
+    assert started.timestamp() == start and started.tzinfo is not None
+    assert datetime.fromisoformat(loaded.finished) > started
+
+
+def test_older_run_yaml_without_settings_still_loads(tmp_path: Path) -> None:
+    # An entry as written before run records had settings.
+    (tmp_path / RUN_YAML).write_text(
+        "format_version: 1\n"
+        "runs:\n"
+        "- run_id: 0123abcd\n"
+        "  started: '2025-01-02T03:04:05+01:00'\n"
+        "  finished: '2025-01-02T03:09:05+01:00'\n"
+        "  status: completed\n"
+        "  command: [pyama, process, acq.nd2]\n"
+        "  hostname: scope-pc\n"
+        "  parameters: {fovs: [0]}\n"
+        "  input: null\n"
+        "  versions: {python: 3.11.9}\n"
+        "  timings: {0: {copy: 1.5}}\n"
+        "  summary: {}\n"
+    )
+    (old,) = load_run_yaml(tmp_path)
+    assert old.settings == {} and old.timings == {0: {"copy": 1.5}}
+    assert old.started == "2025-01-02T03:04:05+01:00" and old.hostname == "scope-pc"
+    # Rewriting the file (a new run appended) keeps the old entry and gives it the new field.
+    write_run_yaml(RunRecord(run_id="next"), tmp_path)
+    first, second = load_run_yaml(tmp_path)
+    assert first.run_id == "0123abcd" and first.settings == {} and second.run_id == "next"

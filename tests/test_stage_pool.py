@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from concurrent.futures.process import BrokenProcessPool
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -17,7 +18,7 @@ from pyama_lib.io.store import FovStore
 from pyama_lib.processing.stages import plan_jobs, run_stage
 from pyama_lib.synthetic import make_synthetic
 from tasks.faults import ENV_VAR
-from tasks.pool import execute_stage, stage_pool, unguarded_main_call
+from tasks.pool import WorkerDiedError, execute_stage, stage_pool, unguarded_main_call
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +54,34 @@ def test_errors_from_a_worker_arrive_unchanged(acq_path, tmp_path):
         execute_stage("copy", bad)
 
 
-def test_a_dead_worker_breaks_the_pool_once_then_it_is_replaced(acq_path, tmp_path, monkeypatch):
+def test_a_dead_worker_is_replaced_and_its_stage_runs_again(acq_path, tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_VAR, "copy:1:crash")  # the worker copying FOV 1 exits (OOM-like)
     jobs = _jobs(acq_path, tmp_path)
     with stage_pool(1):
-        with pytest.raises(BrokenProcessPool):
-            execute_stage("copy", jobs[1])
-        assert (tmp_path / ".pyama-fault-copy-1-crash").exists()
-        # the next call gets a fresh worker: what a task's retry does
         assert execute_stage("copy", jobs[1]).written == ["pc_ch_0", "fl_ch_1"]
+        assert (tmp_path / ".pyama-fault-copy-1-crash").exists()
         assert execute_stage("copy", jobs[0]).written == ["pc_ch_0", "fl_ch_1"]
     assert os.environ[ENV_VAR] == "copy:1:crash"  # the parent process itself never exited
+
+
+def test_a_stage_that_kills_its_worker_fails_alone_and_spares_the_others(
+    acq_path, tmp_path, monkeypatch
+):
+    # FOV 0 sleeps 30 s in its first attempt; FOV 1's copy kills its worker every time.
+    monkeypatch.setenv(ENV_VAR, "copy:0:slow,copy:1:crash-always")
+    jobs = _jobs(acq_path, tmp_path)
+    with stage_pool(2) as pool, ThreadPoolExecutor(2) as threads:
+        started = time.monotonic()
+        innocent = threads.submit(pool.run, "copy", jobs[0])
+        while not (tmp_path / ".pyama-fault-copy-0-slow").exists():  # FOV 0 is in a worker
+            time.sleep(0.02)
+        culprit = threads.submit(pool.run, "copy", jobs[1])
+        # FOV 0's worker was killed with the pool; it ran again (alone) and did not sleep
+        assert innocent.result().written == ["pc_ch_0", "fl_ch_1"]
+        assert time.monotonic() - started < 20
+        with pytest.raises(WorkerDiedError, match=r"fov_001.*copy on its own.*out of memory"):
+            culprit.result()
+        assert execute_stage("segment", jobs[0]).written == ["seg_ch_0"]  # the pool works on
 
 
 def test_unguarded_main_call_finds_the_script_line_outside_the_main_guard(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -104,3 +106,27 @@ def test_stage_subset_then_rest_equals_one_pass(acq, tmp_path):
         read_traces_csv(traces_csv_path(tmp_path / "split", "synthetic", 0, 1)),
         read_traces_csv(traces_csv_path(tmp_path / "one", "synthetic", 0, 1)),
     )
+
+
+def test_missing_parquet_partition_is_rewritten(acq, tmp_path):
+    """A deleted ``traces.parquet/fov=1`` is not taken as done: extract redoes that FOV only,
+    and afterwards the Parquet dataset holds exactly the CSVs' rows again."""
+    jobs = plan_jobs(acq, tmp_path, Channels(pc=0, fl=[1])).jobs
+    for job in jobs:
+        for s in STAGES:
+            run_stage(s, job)
+    dataset = tmp_path / "traces.parquet"
+    shutil.rmtree(dataset / "fov=1")
+    assert set(read_traces_parquet(dataset).fov) == {0}
+
+    again = {job.fov: {s: run_stage(s, job) for s in STAGES} for job in jobs}
+    assert all(r.was_skipped for r in again[0].values())
+    assert [s for s, r in again[1].items() if r.written] == ["extract"]
+    assert again[1]["extract"].info["cells"] == {1: 4}
+
+    csv = pd.concat(
+        read_traces_csv(traces_csv_path(tmp_path, "synthetic", fov, 1)) for fov in (0, 1)
+    ).reset_index(drop=True)
+    parquet = read_traces_parquet(dataset)
+    assert list(parquet.channel.unique()) == [1] and len(csv) > 0
+    pd.testing.assert_frame_equal(parquet.drop(columns="channel"), csv, atol=1e-6)

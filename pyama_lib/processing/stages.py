@@ -32,7 +32,9 @@ from pyama_lib.io.results_yaml import FovResults, ProcessingResults
 from pyama_lib.io.store import FovStore, array_name
 from pyama_lib.io.traces import (
     PARQUET_DIR,
+    PART_FILE,
     traces_csv_path,
+    traces_partition_dir,
     write_traces_csv,
     write_traces_partition,
 )
@@ -316,6 +318,7 @@ def _extract(job: FovJob, store: FovStore, result: StageResult, p: dict[str, Any
     labels_name = array_name("seg_labeled", job.channels.pc)
     params: ExtractionParams = p["extraction"]
     times = np.asarray(job.times_min)
+    dataset = Path(job.output_dir) / PARQUET_DIR
     cells, rows = {}, {}
     for c in job.channels.fl:
         corrected = array_name("fl_corrected", c)
@@ -323,9 +326,12 @@ def _extract(job: FovJob, store: FovStore, result: StageResult, p: dict[str, Any
         fl_name = corrected if store.is_complete(corrected) else array_name("fl", c)
         key = f"traces_ch_{c}"
         csv = traces_csv_path(job.output_dir, job.base_name, job.fov, c)
+        partition = traces_partition_dir(dataset, job.fov, c) / PART_FILE
         marker = _marker(store, job, params.as_dict(), [labels_name, fl_name])
         marker["times"] = [round(float(t), 6) for t in times]
-        if store.is_output_complete(key, marker) and csv.is_file():
+        # Both files must still be there: the marker alone would keep a deleted CSV or
+        # partition missing, and the CSV and the Parquet dataset would then disagree.
+        if store.is_output_complete(key, marker) and csv.is_file() and partition.is_file():
             result.skipped.append(key)
             done = store.output_marker(key)
             cells[c], rows[c] = done["cells"], done["rows"]
@@ -334,7 +340,7 @@ def _extract(job: FovJob, store: FovStore, result: StageResult, p: dict[str, Any
             store.frames(labels_name), store.frames(fl_name), times, job.fov, params
         )
         write_traces_csv(df, csv)
-        write_traces_partition(df, Path(job.output_dir) / PARQUET_DIR, job.fov, c)
+        write_traces_partition(df, dataset, job.fov, c)
         cells[c], rows[c] = int(df["cell"].nunique()), len(df)
         store.mark_output(key, marker, cells=cells[c], rows=rows[c])
         result.written.append(key)

@@ -1,0 +1,85 @@
+"""Run-level reporting (flows.reporting) on real stage results, outside any flow run."""
+
+from __future__ import annotations
+
+import pickle
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from flows.reporting import FovsFailedError, failed_fov, write_run_outputs
+from pyama_lib.config import STAGES, Channels
+from pyama_lib.errors import InputDataError
+from pyama_lib.io.results_yaml import load_results
+from pyama_lib.processing.stages import plan_jobs, run_stage
+from pyama_lib.provenance import iso_time, load_run_yaml
+from pyama_lib.synthetic import make_synthetic
+
+SETTINGS = {
+    "runner": "process",
+    "n_workers": 2,
+    "batch_size": 1,
+    "retries": 0,
+    "reader_options": {"times": "measured"},
+}
+
+
+@pytest.fixture(scope="module")
+def acq(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("acq")
+    return make_synthetic(out, n_fovs=2, n_frames=32, size=128, n_cells=4, n_fl=1, seed=5).path
+
+
+def test_failed_fov_keeps_completed_timings_and_the_record_its_start(acq, tmp_path):
+    """FOV 0 completes; FOV 1 fails in correct after copy and segment. run.yaml keeps the
+    timings of FOV 1's two completed stages, says why it failed, and dates the run from its
+    start, not from when the record was written."""
+    started = time.time() - 90  # the run began 90 s before its outputs are written
+    plan = plan_jobs(acq, tmp_path, Channels(pc=0, fl=[1]))
+    ok = [run_stage(s, plan.jobs[0]).as_dict() for s in STAGES]
+    completed = [run_stage(s, plan.jobs[1]).as_dict() for s in ("copy", "segment")]
+    # A dilation wider than the frame masks every pixel: correct fails on its data, for real.
+    masked = plan_jobs(
+        acq,
+        tmp_path,
+        Channels(pc=0, fl=[1]),
+        fovs=[1],
+        params={"background": {"dilation_size": 301}},
+    ).jobs[0]
+    with pytest.raises(InputDataError) as failure:
+        run_stage("correct", masked)
+    results = {0: ok, 1: failed_fov("correct", failure.value, completed)}
+
+    summary = write_run_outputs(plan, list(STAGES), results, started=started, settings=SETTINGS)
+
+    assert summary.fovs_done == [0] and summary.fovs_failed == [1]
+    assert summary.wall_seconds >= 90
+    (record,) = load_run_yaml(tmp_path)
+    assert record.status == "failed"
+    assert record.started == iso_time(started)
+    finished, begun = (datetime.fromisoformat(t) for t in (record.finished, record.started))
+    assert 89 <= (finished - begun).total_seconds() < 120
+    assert record.settings == SETTINGS  # no flow_run_id: this is not a Prefect flow run
+    assert record.timings[1] == {r["stage"]: round(r["seconds"], 3) for r in completed}
+    assert list(record.timings[1]) == ["copy", "segment"]
+    assert list(record.timings[0]) == list(STAGES)
+    assert record.summary["errors"] == {1: summary.errors[1]}
+    assert summary.errors[1].startswith("correct: InputDataError: ")
+    assert "no background pixel" in summary.errors[1]
+    assert sorted(load_results(tmp_path).results_paths) == [0]  # the failed FOV is not listed
+
+
+def test_failed_fovs_raise_an_error_carrying_the_summary(acq, tmp_path):
+    plan = plan_jobs(acq, tmp_path, Channels(pc=0, fl=[1]), fovs=[0])
+    results = {0: failed_fov("segment", OSError("disk full"))}
+    summary = write_run_outputs(plan, list(STAGES), results, started=time.time())
+    with pytest.raises(FovsFailedError, match=r"1 FOV\(s\) failed: fov_000 in segment") as info:
+        summary.raise_if_failed()
+    assert info.value.summary is summary
+    assert load_run_yaml(tmp_path)[-1].timings == {}  # nothing completed, nothing timed
+    # Errors cross processes pickled (a persisted state, a remote runner): the summary too.
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert str(copy) == str(info.value)
+    assert copy.summary.fovs_failed == [0] and copy.summary.run_yaml == summary.run_yaml
