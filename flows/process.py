@@ -32,7 +32,7 @@ from flows.progress import report_progress
 from flows.reporting import ProcessSummary, failed_fov, publish_artifacts, write_run_outputs
 from flows.runners import make_task_runner, stage_workers
 from pyama_lib.config import Channels
-from pyama_lib.errors import PyamaError
+from pyama_lib.errors import ParamsError, PyamaError
 from pyama_lib.io.lock import OutputLock
 from pyama_lib.processing.stages import STAGES, FovJob, plan_jobs
 from tasks.pool import prestart, unguarded_main_call
@@ -71,7 +71,7 @@ def run_fovs(
         in_flight[task_runner.submit(tasks[stages[index]], {"job": job})] = (job, index)
 
     def fill() -> None:
-        while waiting and len(in_flight) < max(1, batch_size):
+        while waiting and len(in_flight) < batch_size:
             submit(waiting.popleft(), 0)
 
     with task_runner:
@@ -135,6 +135,8 @@ def process_acquisition_flow(
     started = time.time()
     if runner == "process":
         prestart()  # a no-op if process_acquisition() already started it
+    if batch_size < 1:
+        raise ParamsError(f"batch_size must be at least 1, got {batch_size}")
     stages = list(stages or STAGES)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:

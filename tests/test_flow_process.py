@@ -295,6 +295,7 @@ def test_sigkill_then_rerun_resumes(prefect_api, reference_run, acquisition, tmp
         ("fovs", "outside the acquisition"),
         ("channel", "channel 7 is out of range"),
         ("unwritable", "afile"),
+        ("batch", "batch_size must be at least 1, got 0"),
     ],
 )
 def test_bad_input_exits_nonzero_with_clear_message(
@@ -312,6 +313,8 @@ def test_bad_input_exits_nonzero_with_clear_message(
         extra = ["--fovs", "2-9"]
     elif case == "channel":
         extra = ["--fl", "7"]
+    elif case == "batch":
+        extra = ["--batch-size", "0"]
     else:
         (tmp_path / "afile").write_text("x")
         out = tmp_path / "afile" / "out"
