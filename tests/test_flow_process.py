@@ -77,6 +77,7 @@ def test_every_output_exists_and_agrees(reference_run, acquisition):
         ["fov", "channel", "frame", "cell"], ignore_index=True
     )
     assert len(csv) > 0 and len(csv) == len(parquet)
+    assert sorted(csv.columns) == sorted(parquet.columns)
     pd.testing.assert_frame_equal(csv[parquet.columns], parquet, check_dtype=False, atol=1e-6)
     # every cell of the table is in the summary
     for f in summary.fovs:
@@ -84,11 +85,13 @@ def test_every_output_exists_and_agrees(reference_run, acquisition):
             assert f.cells[ch] == csv[(csv.fov == f.fov) & (csv.channel == ch)].cell.nunique()
     results = load_results(out)
     assert sorted(results.results_paths) == [0, 1, 2]
-    for entry in results.results_paths.values():
+    for fov, entry in results.results_paths.items():
         paths = [entry.pc[1], entry.seg[1], entry.seg_labeled[1]]
         paths += [p for _, p in entry.fl + entry.fl_corrected + entry.traces_csv]
         assert len(paths) == 3 + 3 * len(FL)
-        assert all(Path(p).exists() for p in paths)
+        assert all(Path(p).exists() and f"fov_{fov:03d}" in str(p) for p in paths)
+        assert [c for c, _ in entry.traces_csv] == FL
+        assert [c for c, _ in entry.fl_corrected] == FL
     runs = load_run_yaml(out)
     assert runs[-1].status == "completed" and runs[-1].input["size"] == acquisition.stat().st_size
 
@@ -113,19 +116,21 @@ def test_run_publishes_artifacts(reference_run):
     assert str(reference_run[0]) in by_key["process-outputs"].data
 
 
-def test_traces_equal_library_stages_called_directly(reference_run, acquisition):
+@pytest.mark.parametrize("fov", [0, 1, 2])
+def test_traces_equal_library_stages_called_directly(reference_run, acquisition, fov):
     out, summary = reference_run
-    fov, ch = 1, 2
     with open_acquisition(acquisition) as acq:
         pc = [acq.frame(fov, 0, t) for t in range(acq.n_frames)]
-        fl = [acq.frame(fov, ch, t) for t in range(acq.n_frames)]
+        fl = {ch: [acq.frame(fov, ch, t) for t in range(acq.n_frames)] for ch in FL}
         times = acq.frame_times(fov)
     seg = [segment_frame(f) for f in pc]
-    corrected = [correct_frame(f, s) for f, s in zip(fl, seg, strict=True)]
-    expected = extract_traces(track_masks(np.stack(seg)), corrected, times, fov)
-    got = read_traces_csv(traces_csv_path(out, summary.base_name, fov, ch))
-    assert len(expected) > 0
-    pd.testing.assert_frame_equal(got, expected, check_dtype=False, atol=5e-7)
+    labels = track_masks(np.stack(seg))
+    for ch in FL:
+        corrected = [correct_frame(f, s) for f, s in zip(fl[ch], seg, strict=True)]
+        expected = extract_traces(labels, corrected, times, fov)
+        got = read_traces_csv(traces_csv_path(out, summary.base_name, fov, ch))
+        assert len(expected) > 0
+        pd.testing.assert_frame_equal(got, expected, check_dtype=False, atol=5e-7)
 
 
 def test_rerun_skips_everything(reference_run, acquisition):
@@ -152,8 +157,8 @@ def test_injected_oserror_is_retried(prefect_api, acquisition, tmp_path, monkeyp
 
 def test_crashed_worker_process_is_recovered(prefect_api, reference_run, acquisition, tmp_path):
     """Default runner (stage pool): a worker killed mid-task breaks the pool; it is replaced,
-    the task retries run the stages again, the run finishes with the same traces as an
-    uninterrupted run, and the command exits (Prefect's process pool once hung at exit here)."""
+    the stages it broke run again, the run finishes with the same traces as an uninterrupted
+    run, and the command exits (Prefect's process pool once hung at exit here)."""
     out = tmp_path / "out"
     proc = _run_cli(
         str(acquisition),
