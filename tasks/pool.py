@@ -20,10 +20,10 @@ import ast
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from importlib import import_module
 from multiprocessing import get_all_start_methods, get_context, parent_process
@@ -226,18 +226,9 @@ class StagePool:
                     self._executor = self._start()
             raise
 
-    @contextmanager
-    def _shared(self) -> Iterator[None]:
+    def _shared(self) -> AbstractContextManager[None]:
         """Run alongside other stages, unless some stage waits to run alone."""
-        with self._gate:
-            self._gate.wait_for(lambda: self._alone_waiting == 0)
-            self._running += 1
-        try:
-            yield
-        finally:
-            with self._gate:
-                self._running -= 1
-                self._gate.notify_all()
+        return self._slot(lambda: self._alone_waiting == 0)
 
     @contextmanager
     def _by_itself(self) -> Iterator[None]:
@@ -245,18 +236,24 @@ class StagePool:
         with self._gate:
             self._alone_waiting += 1
         try:
-            with self._alone:
-                with self._gate:
-                    self._gate.wait_for(lambda: self._running == 0)
-                    self._running += 1
-                try:
-                    yield
-                finally:
-                    with self._gate:
-                        self._running -= 1
+            with self._alone, self._slot(lambda: self._running == 0):
+                yield
         finally:
             with self._gate:
                 self._alone_waiting -= 1
+                self._gate.notify_all()
+
+    @contextmanager
+    def _slot(self, ready: Callable[[], bool]) -> Iterator[None]:
+        """Count a stage as running in the workers, once ``ready()`` holds."""
+        with self._gate:
+            self._gate.wait_for(ready)
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._gate:
+                self._running -= 1
                 self._gate.notify_all()
 
     def close(self) -> None:

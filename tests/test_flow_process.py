@@ -230,6 +230,17 @@ def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     )
 
 
+def _run_cli_until_track_1_stalls(out: Path, *args: str) -> subprocess.Popen:
+    """Start ``pyama process`` with FOV 1's track stage stalled (30 s), return once it is."""
+    proc = _run_cli(*args, env={"PYAMA_FAULT": "track:1:slow"})
+    fired = out / ".pyama-fault-track-1-slow"
+    deadline = time.monotonic() + 120
+    while not fired.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert fired.exists(), proc.communicate()[1] if proc.poll() is not None else "timeout"
+    return proc
+
+
 def test_sigkill_of_the_flow_process_leaves_no_worker_behind(
     prefect_api, reference_run, acquisition, tmp_path
 ):
@@ -237,12 +248,7 @@ def test_sigkill_of_the_flow_process_leaves_no_worker_behind(
     and their forkserver exit with it instead of writing on, and a re-run resumes."""
     out = tmp_path / "out"
     args = [str(acquisition), "-o", str(out), "--fl", "1", "--fovs", "0-1"]
-    proc = _run_cli(*args, env={"PYAMA_FAULT": "track:1:slow"})
-    fired = out / ".pyama-fault-track-1-slow"
-    deadline = time.monotonic() + 120
-    while not fired.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert fired.exists(), proc.communicate()[1] if proc.poll() is not None else "timeout"
+    proc = _run_cli_until_track_1_stalls(out, *args)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 10
@@ -269,12 +275,7 @@ def test_sigkill_then_rerun_resumes(prefect_api, reference_run, acquisition, tmp
     out = tmp_path / "out"
     args = [str(acquisition), "-o", str(out), "--fl", "1", "--fl", "2", "--batch-size", "1"]
     args += ["--runner", "thread"]
-    proc = _run_cli(*args, env={"PYAMA_FAULT": "track:1:slow"})
-    fired = out / ".pyama-fault-track-1-slow"
-    deadline = time.monotonic() + 120
-    while not fired.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert fired.exists(), proc.communicate()[1] if proc.poll() is not None else "timeout"
+    proc = _run_cli_until_track_1_stalls(out, *args)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (out / ".pyama.lock").exists()  # left behind by the killed run
