@@ -54,8 +54,7 @@ def run_fovs(
 
     Returns ``{fov: [stage result dicts]}`` for FOVs that finished, and
     ``{fov: {"error": ..., "completed": [...]}}`` for FOVs whose task failed after its
-    retries (see :func:`failed_fov`). ``retries``
-    overrides the tasks' retry count.
+    retries (see :func:`failed_fov`). ``retries`` overrides the tasks' retry count.
     """
     logger = get_run_logger()
     tasks = {

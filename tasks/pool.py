@@ -211,7 +211,8 @@ class StagePool:
                 raise WorkerDiedError(
                     f"fov_{job.fov:03d}: the worker process died running {stage} on its own "
                     "(killed, most likely out of memory); the other FOVs went on. Free memory "
-                    "or run fewer workers (--workers), then run the same command again."
+                    "or use a larger machine, then run the same command again (finished stages "
+                    "are skipped)."
                 ) from exc
 
     def _submit(self, stage: str, job: FovJob) -> StageResult:
