@@ -80,6 +80,11 @@ def traces_partition_dir(dataset_dir: str | Path, fov: int, channel: int) -> Pat
     return Path(dataset_dir) / f"fov={int(fov)}" / f"channel={int(channel)}"
 
 
+def traces_partition_file(dataset_dir: str | Path, fov: int, channel: int) -> Path:
+    """Return the single file of the ``fov``/``channel`` partition."""
+    return traces_partition_dir(dataset_dir, fov, channel) / PART_FILE
+
+
 # -- schema -----------------------------------------------------------------------------------
 
 
@@ -246,8 +251,8 @@ def write_traces_partition(
     body = table.drop(columns=["fov"])
     arrow = pa.Table.from_pandas(body, schema=_arrow_schema(body), preserve_index=False)
 
-    part_dir = traces_partition_dir(dataset_dir, fov, channel)
-    final = part_dir / PART_FILE
+    final = traces_partition_file(dataset_dir, fov, channel)
+    part_dir = final.parent
     try:
         with atomic_target(final) as tmp:
             pq.write_table(arrow, tmp)

@@ -32,9 +32,8 @@ from pyama_lib.io.results_yaml import FovResults, ProcessingResults
 from pyama_lib.io.store import FovStore, array_name
 from pyama_lib.io.traces import (
     PARQUET_DIR,
-    PART_FILE,
     traces_csv_path,
-    traces_partition_dir,
+    traces_partition_file,
     write_traces_csv,
     write_traces_partition,
 )
@@ -326,7 +325,7 @@ def _extract(job: FovJob, store: FovStore, result: StageResult, p: dict[str, Any
         fl_name = corrected if store.is_complete(corrected) else array_name("fl", c)
         key = f"traces_ch_{c}"
         csv = traces_csv_path(job.output_dir, job.base_name, job.fov, c)
-        partition = traces_partition_dir(dataset, job.fov, c) / PART_FILE
+        partition = traces_partition_file(dataset, job.fov, c)
         marker = _marker(store, job, params.as_dict(), [labels_name, fl_name])
         marker["times"] = [round(float(t), 6) for t in times]
         # Both files must still be there: the marker alone would keep a deleted CSV or
