@@ -25,7 +25,7 @@ def copy_case(input_path: str, out_dir: str) -> Record:
     from pyama_lib.config import Channels
     from pyama_lib.io.acquisition import open_acquisition
     from pyama_lib.io.store import FovStore
-    from pyama_lib.processing.stages import copy_fov
+    from pyama_lib.pipeline.stages import copy_fov
 
     shutil.rmtree(out_dir, ignore_errors=True)
     channels = Channels(pc=0, fl=(1,))

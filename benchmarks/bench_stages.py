@@ -145,7 +145,7 @@ def timing_case(input_path: str, n_frames: int, ref_frames: int, repeats: int) -
 def streaming_case(input_path: str, out_dir: str) -> Record:
     """Child side: run every stage for FOV 0 through the store; peak RSS after each stage."""
     from pyama_lib.config import Channels
-    from pyama_lib.processing.stages import STAGES, plan_jobs, run_stage
+    from pyama_lib.pipeline.stages import STAGES, plan_jobs, run_stage
 
     shutil.rmtree(out_dir, ignore_errors=True)
     plan = plan_jobs(input_path, out_dir, Channels(pc=0, fl=(1,)), fovs=[0])

@@ -1,8 +1,11 @@
 """``pyama process``: run the processing flow from the shell.
 
-Exit status 0 on success, 2 with a one-paragraph message on bad input or a failed FOV (after
-the summary table of the FOVs that did finish). A live progress bar (FOVs × stages) on a
-terminal; plain log lines when stderr is not a TTY.
+Everything that can be checked without Prefect is checked first (stage names, parameters, the
+input, channels, FOVs and the output folder), so a typo is reported in about a second, before
+Prefect starts. Exit statuses (:mod:`pyama_lib.cli`): 0 done; 2 bad input, nothing written;
+3 some FOVs failed (after the summary table of the FOVs that did finish); 130/143 interrupted
+by Ctrl-C/SIGTERM; 1 an internal error, with the traceback in a log file. A live progress bar
+(FOVs × stages) on a terminal; plain log lines when stderr is not a TTY.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from flows.progress import PROGRESS_LOGGER
 from flows.runners import RUNNERS
 from pyama_lib.cli import COMMANDS
 from pyama_lib.cli import main as lib_main
-from pyama_lib.config import STAGES
+from pyama_lib.config import DEFAULT_FL, STAGES, Channels, check_counts, select_stages
 from pyama_lib.errors import ParamsError
 
 if TYPE_CHECKING:
@@ -71,17 +74,21 @@ def _load_params(path: Path | None) -> dict[str, Any]:
 
 
 def parse_stages(text: str | None) -> list[str] | None:
-    """``"copy, segment"`` -> ``["copy", "segment"]``; None (all stages) when not given.
+    """``"segment, copy"`` -> ``["copy", "segment"]`` (pipeline order); None (all stages) when
+    not given.
 
-    Spaces around names and empty items are dropped; names are checked by the flow. A value
-    naming no stage at all is refused, as it would otherwise mean "all stages".
+    Spaces around names and empty items are dropped. An unknown name, or a value naming no
+    stage at all (it would otherwise mean "all stages"), is refused before anything starts.
     """
     if text is None:
         return None
     stages = [s.strip() for s in text.split(",") if s.strip()]
     if not stages:
         raise ParamsError(f"--stages {text!r} names no stage; give some of {','.join(STAGES)}")
-    return stages
+    try:
+        return select_stages(stages)
+    except ParamsError as exc:
+        raise ParamsError(f"--stages {text!r}: {exc}") from None
 
 
 def _print_summary(summary: ProcessSummary) -> None:
@@ -112,9 +119,27 @@ class _ProgressHandler(logging.Handler):
 
 
 def run_process(args: argparse.Namespace) -> int:
-    stages = parse_stages(args.stages)  # a typo is reported before any worker starts
+    # A typo in any argument is reported before Prefect or a worker starts.
+    from pyama_lib.pipeline.params import parse_params
+    from pyama_lib.pipeline.plan import plan_jobs
+
+    stages = parse_stages(args.stages)
+    check_counts(batch_size=args.batch_size, n_workers=args.workers, retries=args.retries)
+    params = parse_params(_load_params(args.params))
+    fl = args.fl or list(DEFAULT_FL)
+    reader_options = {"times": args.times} if args.times != "nominal" else {}
+    plan_jobs(
+        args.input,
+        args.output,
+        Channels(pc=args.pc, fl=tuple(fl)),
+        fov_start=args.fov_start,
+        fov_end=args.fov_end,
+        fovs=args.fovs,
+        params=params,
+        reader_options=reader_options,
+    )
     if args.runner == "process":
-        from tasks.pool import prestart
+        from pyama_lib.pipeline.pool import prestart
 
         prestart()  # the workers' imports overlap loading Prefect and starting the flow run
     from flows.process import process_acquisition  # imports Prefect: only when processing
@@ -130,7 +155,7 @@ def run_process(args: argparse.Namespace) -> int:
             str(args.input),
             str(args.output),
             pc=args.pc,
-            fl=args.fl or [1],
+            fl=fl,
             fov_start=args.fov_start,
             fov_end=args.fov_end,
             fovs=args.fovs,
@@ -138,13 +163,13 @@ def run_process(args: argparse.Namespace) -> int:
             n_workers=args.workers,
             runner=args.runner,
             dask_address=args.dask_address,
-            params=_load_params(args.params),
+            params=params,
             stages=stages,
             retries=args.retries,
-            reader_options={"times": args.times} if args.times != "nominal" else {},
+            reader_options=reader_options,
         )
     except FovsFailedError as exc:
-        # The other FOVs are done: show them, then the error paragraph and exit status 2
+        # The other FOVs are done: show them, then the error paragraph and exit status 3
         # (pyama_lib.cli.main reports the re-raised error).
         _print_summary(exc.summary)
         raise

@@ -1,12 +1,13 @@
 """``process_acquisition``: copy → segment → correct → track → extract, per FOV, in parallel.
 
 The flow validates everything before it writes anything, takes the output folder's run lock,
-then runs the per-FOV stage tasks on the chosen task runner (:func:`run_fovs`; with
-``runner="process"`` the stages run in a pool of worker processes, see :mod:`tasks.pool`) and
-finally writes the run-level outputs: ``processing_results.yaml`` (merged), ``run.yaml`` and
-the Prefect artifacts. (Each FOV's extract task writes its traces CSV and Parquet partition.)
-A crashed worker process is replaced and the stages it broke run again (:mod:`tasks.pool`);
-a stage that kills its worker on its own fails only its FOV.
+writes its entry in ``run.yaml`` (status ``running``), then runs the per-FOV stage tasks on
+the chosen task runner (:func:`run_fovs`; with ``runner="process"`` the stages run in a pool
+of worker processes, see :mod:`pyama_lib.pipeline.pool`) and finally writes the run-level
+outputs: ``processing_results.yaml`` (merged), the completed ``run.yaml`` entry and the
+Prefect artifacts. (Each FOV's extract task writes its traces CSV and Parquet partition.)
+A crashed worker process is replaced and the stages it broke run again; a stage that kills
+its worker on its own fails only its FOV.
 
 ``batch_size`` bounds the FOVs in flight (each runs its stages in order), ``n_workers`` the
 tasks running at once; with ``batch_size < n_workers`` some workers idle.
@@ -22,20 +23,27 @@ import inspect
 import time
 import warnings
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture, as_completed
+from pydantic import Field
 
 from flows.progress import report_progress
-from flows.reporting import ProcessSummary, failed_fov, publish_artifacts, write_run_outputs
+from flows.reporting import (
+    ProcessSummary,
+    failed_fov,
+    publish_artifacts,
+    record_run,
+    write_run_outputs,
+)
 from flows.runners import make_task_runner, stage_workers
-from pyama_lib.config import Channels
-from pyama_lib.errors import ParamsError, PyamaError
+from pyama_lib.config import DEFAULT_FL, Channels, check_counts, select_stages
 from pyama_lib.io.lock import OutputLock
-from pyama_lib.processing.stages import STAGES, FovJob, plan_jobs
-from tasks.pool import prestart, unguarded_main_call
+from pyama_lib.pipeline.params import ProcessingParams, parse_params
+from pyama_lib.pipeline.plan import FovJob, plan_jobs
+from pyama_lib.pipeline.pool import prestart, unguarded_main_call
 from tasks.stages import STAGE_TASKS
 
 if TYPE_CHECKING:
@@ -102,22 +110,27 @@ def run_fovs(
     return results
 
 
+Runner = Literal["process", "thread", "dask"]
+Stage = Literal["copy", "segment", "correct", "track", "extract"]
+Channel = Annotated[int, Field(ge=0)]
+
+
 @flow(name="process-acquisition", log_prints=True)
 def process_acquisition_flow(
     input_path: str,
     output_dir: str,
-    pc: int = 0,
-    fl: list[int] | None = None,
-    fov_start: int = -1,
-    fov_end: int = -1,
-    fovs: str | list[int] | None = None,
-    batch_size: int = 2,
-    n_workers: int = 2,
-    runner: str = "process",
+    pc: Channel = 0,
+    fl: list[Channel] | None = None,
+    fov_start: Annotated[int, Field(ge=-1)] = -1,
+    fov_end: Annotated[int, Field(ge=-1)] = -1,
+    fovs: str | list[Annotated[int, Field(ge=0)]] | None = None,
+    batch_size: Annotated[int, Field(ge=1)] = 2,
+    n_workers: Annotated[int, Field(ge=1)] = 2,
+    runner: Runner = "process",
     dask_address: str | None = None,
-    params: dict[str, Any] | None = None,
-    stages: list[str] | None = None,
-    retries: int | None = None,
+    params: ProcessingParams | None = None,
+    stages: list[Stage] | None = None,
+    retries: Annotated[int, Field(ge=0)] | None = None,
     reader_options: dict[str, Any] | None = None,
 ) -> ProcessSummary:
     """Process an ND2 or OME-TIFF acquisition into per-cell traces.
@@ -125,24 +138,24 @@ def process_acquisition_flow(
     Parameters keep PyAMA's names: ``pc`` phase-contrast channel, ``fl`` fluorescence channels
     (default ``[1]``), the inclusive FOV range ``fov_start..fov_end`` (-1 = all) or ``fovs``
     ("0-5, 7" or a list), ``batch_size`` FOVs in flight at once (bounds scratch disk and memory),
-    ``n_workers`` parallel workers. ``params`` holds per-stage parameter overrides
-    (``{"segmentation": {...}, "background": {...}, "tracking": {...}, "extraction": {...}}``);
+    ``n_workers`` parallel workers. ``params`` holds the per-stage parameters
+    (:class:`~pyama_lib.pipeline.params.ProcessingParams`, or the same as a dict
+    ``{"segmentation": {...}, "background": {...}, "tracking": {...}, "extraction": {...}}``);
     ``stages`` runs a subset (e.g. ``["extract"]`` on an existing output); ``retries`` overrides
     each task's retry count; ``reader_options`` go to the reader (ND2: ``{"times": "measured"}``).
+
+    The run's entry in ``run.yaml`` is written as soon as the output folder is locked (status
+    ``running``) and completed at the end (``completed``, ``failed`` or ``interrupted``).
     """
     logger = get_run_logger()
     started = time.time()
     if runner == "process":
         prestart()  # a no-op if process_acquisition() already started it
-    if batch_size < 1:
-        raise ParamsError(f"batch_size must be at least 1, got {batch_size}")
-    stages = list(stages or STAGES)
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        raise PyamaError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
-    stages = [s for s in STAGES if s in stages]  # always in pipeline order
-    channels = Channels(pc=pc, fl=tuple(fl if fl is not None else [1]))
-    # Validation first: nothing is written before the input, channels and FOVs check out.
+    check_counts(batch_size=batch_size, n_workers=n_workers, retries=retries)
+    stages = select_stages(stages)
+    channels = Channels(pc=pc, fl=tuple(fl if fl is not None else DEFAULT_FL))
+    # Validation first: nothing is written before the input, channels, FOVs, parameters and
+    # the output folder check out.
     plan = plan_jobs(
         input_path,
         output_dir,
@@ -150,7 +163,7 @@ def process_acquisition_flow(
         fov_start=fov_start,
         fov_end=fov_end,
         fovs=fovs,
-        params=params or {},
+        params=params,
         reader_options=reader_options,
     )
     for warning in plan.warnings:
@@ -166,18 +179,18 @@ def process_acquisition_flow(
         batch_size,
         output_dir,
     )
-    with OutputLock(output_dir):
+    settings = {
+        "runner": runner,
+        "n_workers": n_workers,
+        "batch_size": batch_size,
+        "retries": retries,  # None: the tasks' own (2, with backoff)
+        "reader_options": plan.reader_options,
+        "dask_address": dask_address,
+    }
+    with OutputLock(output_dir), record_run(plan, stages, started, settings) as record:
         with stage_workers(runner, n_workers):
             results = run_fovs(task_runner, plan.jobs, stages, batch_size, retries)
-        settings = {
-            "runner": runner,
-            "n_workers": n_workers,
-            "batch_size": batch_size,
-            "retries": retries,  # None: the tasks' own (2, with backoff)
-            "reader_options": dict(reader_options or {}),
-            "dask_address": dask_address,
-        }
-        summary = write_run_outputs(plan, stages, results, started=started, settings=settings)
+        summary = write_run_outputs(plan, results, record, started=started)
     publish_artifacts(summary)
     summary.raise_if_failed()
     return summary
@@ -195,6 +208,11 @@ def process_acquisition(*args: Any, **kwargs: Any) -> ProcessSummary:
     """
     call = inspect.signature(process_acquisition_flow.fn).bind(*args, **kwargs)
     call.apply_defaults()
+    # Parameter and stage errors as PyAMA Flow's own messages, before a flow run is created.
+    arguments = call.arguments
+    check_counts(arguments["batch_size"], arguments["n_workers"], arguments["retries"])
+    arguments["params"] = parse_params(arguments["params"])
+    arguments["stages"] = select_stages(arguments["stages"])
     if call.arguments["runner"] == "process":
         where = unguarded_main_call()
         if where is None:

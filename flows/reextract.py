@@ -30,35 +30,67 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.reporting import ProcessSummary, failed_fov, publish_artifacts, write_run_outputs
-from pyama_lib.config import Channels
+from flows.reporting import (
+    ProcessSummary,
+    failed_fov,
+    publish_artifacts,
+    record_run,
+    write_run_outputs,
+)
+from pyama_lib.config import DEFAULT_FL, Channels
 from pyama_lib.errors import StoreError
 from pyama_lib.io.lock import OutputLock
 from pyama_lib.io.results_yaml import load_results, results_file_path
 from pyama_lib.io.store import array_name
+from pyama_lib.pipeline.params import ProcessingParams
+from pyama_lib.pipeline.plan import FovJob, Plan, plan_jobs
 from pyama_lib.processing.features import resolve_features
-from pyama_lib.processing.stages import FovJob, Plan, parse_params, plan_jobs
+from pyama_lib.provenance import load_run_yaml
 from tasks.stages import extract_fov
 
 DEFAULT_FEATURES: tuple[str, ...] = ("intensity_mean", "local_background")
 
 
-def recorded_params(output_dir: str) -> dict[str, dict[str, Any]]:
-    """The per-stage parameters recorded in the folder's ``processing_results.yaml``.
+@dataclass(frozen=True)
+class RecordedRun:
+    """How a folder was processed, as its records say: what a re-extraction reuses."""
 
-    Only this project's sections are kept (a PyAMA-written file has other keys); a folder
-    without the file gives ``{}`` (defaults).
+    input_path: str | None
+    channels: Channels | None
+    params: dict[str, Any]
+    reader_options: dict[str, Any]
+
+
+def recorded_run(output_dir: str) -> RecordedRun:
+    """The input, channels, per-stage parameters and reader options of the folder's latest
+    completed run (``run.yaml``); parameters from ``processing_results.yaml`` when no run
+    record has them (only this project's sections: a PyAMA-written file has other keys).
+    A folder with neither gives defaults.
     """
-    if not results_file_path(output_dir).is_file():
-        return {}
-    sections = parse_params(None)
-    recorded = load_results(output_dir).params
-    return {s: dict(v) for s, v in recorded.items() if s in sections and isinstance(v, dict)}
+    runs = [r for r in load_run_yaml(output_dir) if r.status == "completed"]
+    last = runs[-1] if runs else None
+    sections = set(ProcessingParams.model_fields)
+    params: dict[str, Any] = {}
+    if last is not None and isinstance(last.parameters.get("params"), dict):
+        params = last.parameters["params"]
+    elif results_file_path(output_dir).is_file():
+        params = load_results(output_dir).params
+    channels = None
+    if last is not None and isinstance(last.parameters.get("channels"), dict):
+        recorded = last.parameters["channels"]
+        channels = Channels(pc=recorded["pc"], fl=tuple(recorded["fl"]))
+    return RecordedRun(
+        input_path=(last.input or {}).get("path") if last is not None else None,
+        channels=channels,
+        params={s: dict(v) for s, v in params.items() if s in sections and isinstance(v, dict)},
+        reader_options=dict(last.settings.get("reader_options") or {}) if last else {},
+    )
 
 
 def check_ready(plan: Plan) -> None:
@@ -101,27 +133,35 @@ def _collect(jobs: list[FovJob], futures: list[Any]) -> dict[int, Any]:
 )
 def reextract_with_features(
     output_dir: str,
-    input_path: str,
+    input_path: str | None = None,
     features: Sequence[str] = DEFAULT_FEATURES,
     fl: list[int] | None = None,
-    pc: int = 0,
+    pc: int | None = None,
     fovs: str | list[int] | None = None,
+    reader_options: dict[str, Any] | None = None,
 ) -> ProcessSummary:
     """Re-run only the extract stage on an existing output, with extra feature columns.
+
+    What is not given is taken from the folder's latest completed run (``run.yaml``): the
+    input, the channels, the reader options (e.g. ``times="measured"``, so the frame times stay
+    those of the original run) and the other parameters.
 
     Parameters
     ----------
     output_dir
         A folder ``process_acquisition`` wrote (segmentation and tracking done).
     input_path
-        The acquisition it was processed from (frame times are read from it).
+        The acquisition it was processed from (frame times are read from it); default: the
+        one the run record names.
     features
         Extra registered features, as columns after ``intensity_total`` and ``area``.
     fl, pc
-        Fluorescence channels to measure (default ``[1]``) and the phase-contrast channel whose
-        labels define the cells.
+        Fluorescence channels to measure and the phase-contrast channel whose labels define
+        the cells; default: the recorded run's (else ``[1]`` and 0).
     fovs
         FOVs to re-extract ("0-5, 7" or a list); None means all of the acquisition's FOVs.
+    reader_options
+        Options of the reader; default: the recorded run's.
 
     Returns
     -------
@@ -137,14 +177,22 @@ def reextract_with_features(
     """
     logger = get_run_logger()
     started = time.time()
-    params = recorded_params(output_dir)
+    recorded = recorded_run(output_dir)
+    params = recorded.params
     # resolve_features fails early, naming the registered features, on a typo.
     params["extraction"] = {
         **params.get("extraction", {}),
         "features": list(resolve_features(features)),
     }
-    channels = Channels(pc=pc, fl=tuple(fl if fl is not None else [1]))
-    plan = plan_jobs(input_path, output_dir, channels, fovs=fovs, params=params)
+    default = recorded.channels or Channels(pc=0, fl=DEFAULT_FL)
+    channels = Channels(
+        pc=default.pc if pc is None else pc, fl=tuple(default.fl if fl is None else fl)
+    )
+    source = input_path or recorded.input_path
+    if source is None:
+        raise StoreError(f"{output_dir}: no run record names the acquisition; pass input_path")
+    options = recorded.reader_options if reader_options is None else reader_options
+    plan = plan_jobs(source, output_dir, channels, fovs=fovs, params=params, reader_options=options)
     for warning in plan.warnings:
         logger.warning(warning)
     check_ready(plan)
@@ -152,12 +200,13 @@ def reextract_with_features(
         "%s: re-extracting %d FOV(s) with features %s",
         plan.base_name,
         len(plan.jobs),
-        params["extraction"]["features"],
+        list(plan.params.extraction.features),
     )
-    with OutputLock(output_dir):
+    settings = {"runner": "thread", "n_workers": 2, "reader_options": plan.reader_options}
+    with OutputLock(output_dir), record_run(plan, ["extract"], started, settings) as record:
         futures = extract_fov.map(plan.jobs)
         results = _collect(plan.jobs, list(futures))
-        summary = write_run_outputs(plan, ["extract"], results, started=started)
+        summary = write_run_outputs(plan, results, record, started=started)
     publish_artifacts(summary)
     summary.raise_if_failed()
     return summary

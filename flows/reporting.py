@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,11 +12,11 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from pyama_lib.errors import PyamaError
+from pyama_lib.errors import PartialFailure
 from pyama_lib.io.results_yaml import results_file_path, update_results_file
 from pyama_lib.io.traces import PARQUET_DIR
-from pyama_lib.processing.stages import Plan, results_entries
-from pyama_lib.provenance import RunRecord, input_identity, iso_time, write_run_yaml
+from pyama_lib.pipeline.stages import Plan, results_entries
+from pyama_lib.provenance import RunRecord, iso_time, write_run_yaml
 
 
 @dataclass
@@ -27,6 +29,7 @@ class FovSummary:
     rows: dict[int, int] = field(default_factory=dict)
     seconds: dict[str, float | str] = field(default_factory=dict)
     error: str | None = None
+    sources: dict[int, str] = field(default_factory=dict)  # channel -> array measured
 
 
 @dataclass
@@ -104,7 +107,7 @@ class ProcessSummary:
         return "\n".join(lines)
 
 
-class FovsFailedError(PyamaError):
+class FovsFailedError(PartialFailure):
     """Some FOVs failed, the others are done: ``summary`` is the run's :class:`ProcessSummary`
     (FOVs done, skipped and failed, cells, output paths), as a successful run returns it."""
 
@@ -147,26 +150,21 @@ def _fov_summary(fov: int, outcome: Any) -> FovSummary:
             summary.cells[int(ch)] = n
         for ch, n in stage["info"].get("rows", {}).items():
             summary.rows[int(ch)] = n
+        for ch, name in stage["info"].get("sources", {}).items():
+            summary.sources[int(ch)] = name
     return summary
 
 
-def write_run_outputs(
-    plan: Plan,
-    stages: list[str],
-    results: dict[int, Any],
-    started: float,
-    settings: dict[str, Any] | None = None,
-) -> ProcessSummary:
-    """Merge processing_results.yaml, append run.yaml and build the summary.
+def start_run_record(
+    plan: Plan, stages: list[str], started: float, settings: dict[str, Any] | None = None
+) -> RunRecord:
+    """Write the run's entry to run.yaml now, with status ``running``, and return it.
 
-    ``started`` is when the run started (epoch seconds). ``settings`` (runner, n_workers,
-    batch_size, retries, reader_options) go to run.yaml as given; inside a Prefect flow run its
-    id is added as ``flow_run_id``, the link from the record to the run's logs and task runs.
+    A run that is killed leaves this entry (status still ``running``: the record says what was
+    being done and since when); an interrupted or failed one updates it. ``settings`` (runner,
+    n_workers, batch_size, retries, reader_options) go to run.yaml as given; inside a Prefect
+    flow run its id is added as ``flow_run_id``, the link to the run's logs and task runs.
     """
-    out = Path(plan.output_dir)
-    fovs = [_fov_summary(fov, results[fov]) for fov in sorted(results)]
-    ok = [f.fov for f in fovs if f.status != "failed"]
-    update_results_file(results_entries(plan, ok))
     settings = dict(settings or {})
     if flow_run.id is not None:  # None outside a flow run (a script calling this directly)
         settings["flow_run_id"] = flow_run.id
@@ -174,8 +172,50 @@ def write_run_outputs(
         started=iso_time(started),
         parameters={**plan.describe(), "stages": stages},
         settings=settings,
-        input=input_identity(plan.input_path),
+        input=plan.input,
     )
+    write_run_yaml(record, plan.output_dir)
+    return record
+
+
+@contextmanager
+def record_run(
+    plan: Plan, stages: list[str], started: float, settings: dict[str, Any] | None = None
+) -> Iterator[RunRecord]:
+    """The run's run.yaml entry for the block: written at once (``running``), then marked
+    ``interrupted`` (Ctrl-C, SIGTERM) or ``failed`` (an error) if the block ends that way
+    before :func:`write_run_outputs` completed it."""
+    record = start_run_record(plan, stages, started, settings)
+    try:
+        yield record
+    except BaseException as exc:
+        if record.status == "running":
+            interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+            reason = str(exc) or type(exc).__name__
+            record.finish(
+                status="interrupted" if interrupted else "failed",
+                summary={"reason": reason if not interrupted else f"interrupted ({reason})"},
+            )
+            write_run_yaml(record, plan.output_dir)
+        raise
+
+
+def write_run_outputs(
+    plan: Plan,
+    results: dict[int, Any],
+    record: RunRecord,
+    started: float,
+) -> ProcessSummary:
+    """Merge processing_results.yaml, complete the run's run.yaml entry, build the summary.
+
+    ``record`` is the entry :func:`start_run_record` wrote; ``started`` when the run started
+    (epoch seconds).
+    """
+    out = Path(plan.output_dir)
+    stages = list(record.parameters["stages"])
+    fovs = [_fov_summary(fov, results[fov]) for fov in sorted(results)]
+    ok = [f.fov for f in fovs if f.status != "failed"]
+    update_results_file(results_entries(plan, ok))
     for f in fovs:
         for stage, seconds in f.seconds.items():
             if seconds == "skipped":
@@ -195,6 +235,9 @@ def write_run_outputs(
         wall_seconds=wall,
     )
     outcome: dict[str, Any] = {"table": summary.table(), "wall_seconds": round(wall, 3)}
+    sources = {f.fov: f.sources for f in fovs if f.sources}
+    if sources:  # which array each channel's traces measured: corrected, or raw (fallback)
+        outcome["fl_sources"] = sources
     if summary.fovs_failed:  # the record says why, not only that, a FOV failed
         outcome["errors"] = summary.errors
     record.finish(status="failed" if summary.fovs_failed else "completed", summary=outcome)

@@ -45,12 +45,13 @@ def make_task_runner(runner: str, n_workers: int, dask_address: str | None = Non
 def stage_workers(runner: str, n_workers: int) -> Iterator[None]:
     """What the stage tasks' workers need during a run.
 
-    ``process``: ``n_workers`` worker processes for the stages (:mod:`tasks.pool`). ``dask``:
-    this run's Prefect API, published to the Dask workers (:func:`workers_share_api`).
+    ``process``: ``n_workers`` worker processes for the stages
+    (:mod:`pyama_lib.pipeline.pool`). ``dask``: this run's Prefect API, published to the Dask
+    workers (:func:`workers_share_api`).
     ``thread``: nothing.
     """
     if runner == "process":
-        from tasks.pool import stage_pool
+        from pyama_lib.pipeline.pool import stage_pool
 
         with stage_pool(n_workers):
             yield

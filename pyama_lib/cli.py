@@ -2,23 +2,42 @@
 
 A subcommand is a ``register(subparsers)`` function that adds its parser and sets
 ``func=run(args) -> int`` as default; add it to :data:`COMMANDS`. Heavy imports happen inside
-``run`` so ``pyama --help`` stays instant. A :class:`~pyama_lib.errors.PyamaError` becomes one
-paragraph on stderr and exit status 2, never a traceback.
+``run`` so ``pyama --help`` stays instant.
+
+Exit statuses, the same for every subcommand (README "Exit statuses"):
+
+- 0: done.
+- 1: an unexpected internal error: one line on stderr names it and the log file holding the
+  traceback (a bug to report).
+- 2: bad input, parameters or usage: one paragraph naming the file and the fix, nothing
+  written (a :class:`~pyama_lib.errors.PyamaError`, or an ``OSError`` of the input/output).
+- 3: partly failed: some FOVs failed, the others are done (raised as
+  :class:`PartialFailure`); running the same command again retries the failed ones.
+- 130 / 143: interrupted by Ctrl-C (SIGINT) / SIGTERM; the same command resumes.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pyama_lib.errors import PyamaError
+from pyama_lib.errors import Interrupted, PartialFailure, PyamaError
 
+EXIT_OK = 0
+EXIT_INTERNAL = 1
 EXIT_ERROR = 2
+EXIT_PARTIAL = 3
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
 
 Subparsers = Any  # argparse's _SubParsersAction is private
 
@@ -130,7 +149,45 @@ def main(
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     try:
         return int(args.func(args))
+    except PartialFailure as exc:
+        print(f"pyama {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_PARTIAL
     except (PyamaError, OSError) as exc:
         # One line, unwrapped: paths stay whole for copy-paste and grep.
         print(f"pyama {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt as exc:
+        name, status = (
+            (exc.signal_name, exc.exit_status)
+            if isinstance(exc, Interrupted)
+            else ("Ctrl-C", EXIT_SIGINT)
+        )
+        print(
+            f"pyama {args.command}: interrupted ({name}); run the same command again to resume",
+            file=sys.stderr,
+        )
+        return status
+    except Exception as exc:  # a bug: a short message here, the traceback in a file
+        log = write_crash_log(args.command, getattr(args, "output", None))
+        print(
+            f"pyama {args.command}: internal error: {type(exc).__name__}: {exc}. The full "
+            f"traceback is in {log}; please include that file when you report the problem.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def write_crash_log(command: str, output: str | Path | None = None) -> Path:
+    """Write the exception being handled, with its traceback, to a log file and return its
+    path: ``<output>/pyama-error-<time>.log`` when the command has an output folder that
+    exists, else the same name in the system's temporary folder."""
+    name = f"pyama-error-{datetime.now():%Y%m%dT%H%M%S}.log"
+    text = f"pyama {command}: {' '.join(sys.argv)}\n\n{traceback.format_exc()}"
+    for folder in ([Path(output)] if output else []) + [Path(tempfile.gettempdir())]:
+        try:
+            if folder.is_dir():
+                (folder / name).write_text(text, encoding="utf-8")
+                return folder / name
+        except OSError:
+            continue
+    return Path(tempfile.gettempdir()) / name

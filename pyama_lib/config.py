@@ -10,19 +10,26 @@ from pyama_lib.errors import ParamsError
 #: The processing stages of one FOV, in pipeline order.
 STAGES = ("copy", "segment", "correct", "track", "extract")
 
+#: The fluorescence channel processed when none is given (PyAMA's usual layout: phase
+#: contrast in channel 0, one fluorescence channel in channel 1).
+DEFAULT_FL: tuple[int, ...] = (1,)
+
 
 @dataclass(frozen=True)
 class Channels:
     """Which channels of the acquisition to process, with PyAMA's names.
 
     ``pc`` is the phase-contrast channel (segmented), ``fl`` the fluorescence channels
-    (background-corrected and measured).
+    (background-corrected and measured). ``pc`` is None only where a results file written by
+    another tool names none.
     """
 
-    pc: int = 0
+    pc: int | None = 0
     fl: tuple[int, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
+        if self.pc is not None:
+            object.__setattr__(self, "pc", int(self.pc))
         object.__setattr__(self, "fl", tuple(int(c) for c in self.fl))
         if self.pc in self.fl:
             raise ParamsError(
@@ -33,7 +40,7 @@ class Channels:
 
     @property
     def all(self) -> tuple[int, ...]:
-        return (self.pc, *self.fl)
+        return (*(() if self.pc is None else (self.pc,)), *self.fl)
 
 
 def parse_fovs(spec: str | Sequence[int], n_fovs: int) -> list[int]:
@@ -78,3 +85,37 @@ def select_fovs(
     start = 0 if fov_start < 0 else fov_start
     end = n_fovs - 1 if fov_end < 0 else fov_end
     return parse_fovs(f"{start}-{end}", n_fovs)
+
+
+def select_stages(stages: Sequence[str] | None) -> list[str]:
+    """The stages to run, in pipeline order; None means all of them.
+
+    Raises
+    ------
+    ParamsError
+        On an unknown name (checked before any work starts) or an empty selection.
+
+    Examples
+    --------
+    >>> select_stages(["segment", "copy"])
+    ['copy', 'segment']
+    """
+    if stages is None:
+        return list(STAGES)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ParamsError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    if not stages:
+        raise ParamsError(f"no stage selected; give some of {', '.join(STAGES)}")
+    return [s for s in STAGES if s in stages]
+
+
+def check_counts(
+    batch_size: int | None = None, n_workers: int | None = None, retries: int | None = None
+) -> None:
+    """Refuse a batch size or worker count below 1 and negative retries (ParamsError)."""
+    for name, value, least in (("batch_size", batch_size, 1), ("n_workers", n_workers, 1)):
+        if value is not None and value < least:
+            raise ParamsError(f"{name} must be at least {least}, got {value}")
+    if retries is not None and retries < 0:
+        raise ParamsError(f"retries must be 0 or more, got {retries}")

@@ -119,3 +119,19 @@ class ResultsFileError(PathError):
 
 class ParamsError(PyamaError, ValueError):
     """Processing parameters that are unknown or out of range."""
+
+
+class PartialFailure(PyamaError):
+    """Some of the work failed and the rest is done: the CLI's exit status 3, not 2
+    (bad input)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal (Ctrl-C's SIGINT, or SIGTERM); ``exit_status`` is
+    128 + the signal number, as shells report it. A ``KeyboardInterrupt``, so Prefect treats
+    SIGTERM as it treats Ctrl-C."""
+
+    def __init__(self, signal_name: str, exit_status: int) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.exit_status = exit_status

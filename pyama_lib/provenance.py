@@ -25,11 +25,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from pyama_lib.errors import AcquisitionNotFoundError, RunRecordError, UnsupportedFormatError
 from pyama_lib.io.atomic import atomic_write_text
+from pyama_lib.io.plain import plain
 
 __all__ = [
     "FINGERPRINT_CHUNK",
@@ -171,25 +171,6 @@ def library_versions() -> dict[str, str]:
 # -- run record -----------------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    """Convert parameters to YAML-safe builtins (paths, tuples, numpy scalars, sets)."""
-    if isinstance(value, dict):
-        return {(k if isinstance(k, int | str) else str(k)): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, set | frozenset):
-        return sorted(_plain(v) for v in value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
 @dataclass
 class RunRecord:
     """One run's provenance, as stored in ``run.yaml``.
@@ -230,7 +211,7 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """YAML-safe plain dict, FOV keys sorted."""
-        data = _plain(asdict(self))
+        data = plain(asdict(self), "run record")
         data["timings"] = {int(k): data["timings"][k] for k in sorted(data["timings"])}
         return data
 

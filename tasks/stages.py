@@ -1,6 +1,6 @@
 """Prefect tasks: one per stage, each runs that stage for ONE FOV by calling pyama_lib.
 
-Tasks take a small :class:`~pyama_lib.processing.stages.FovJob` (paths, channels, parameters)
+Tasks take a small :class:`~pyama_lib.pipeline.stages.FovJob` (paths, channels, parameters)
 and return a small dict; arrays never cross the task boundary. Idempotency lives in the store:
 a stage whose outputs are complete for the same inputs and parameters returns at once (the
 store's completion markers are the cache, keyed on input identity, FOV, stage parameters and
@@ -15,9 +15,9 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
 from pyama_lib.errors import PyamaError
-from pyama_lib.processing.stages import STAGES, FovJob
+from pyama_lib.pipeline.pool import execute_stage
+from pyama_lib.pipeline.stages import STAGES, FovJob
 from tasks.logs import quiet_expected_errors
-from tasks.pool import execute_stage
 
 quiet_expected_errors()
 
@@ -29,6 +29,8 @@ RETRY_DELAYS = [2, 10]
 def _run(stage: str, job: FovJob) -> dict:
     logger = get_run_logger()
     result = execute_stage(stage, job)
+    for warning in result.warnings:  # found in a worker process, told here where the UI sees it
+        logger.warning(warning)
     if result.was_skipped:
         logger.info("%s fov_%03d: outputs already complete, skipped", stage, job.fov)
     else:
@@ -59,7 +61,7 @@ def _stage_task(stage: str) -> Task:
         return _run(stage, job)
 
     run.__name__ = f"{stage}_fov"
-    run.__doc__ = f"Run the {stage} stage for one FOV (see pyama_lib.processing.stages)."
+    run.__doc__ = f"Run the {stage} stage for one FOV (see pyama_lib.pipeline.stages)."
     return task(
         run,
         name=stage,

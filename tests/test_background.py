@@ -240,7 +240,11 @@ def test_params_defaults_are_pyama_and_validated():
             BackgroundParams(**bad)
     # smaller tiles give more windows: still a valid correction of a plane
     fl = ramp(300, 300)
-    out = correct_frame(fl, np.zeros(fl.shape, dtype=bool), BackgroundParams(3, 64, 64))
+    out = correct_frame(
+        fl,
+        np.zeros(fl.shape, dtype=bool),
+        BackgroundParams(dilation_size=3, tile_height=64, tile_width=64),
+    )
     assert np.abs(out[64:-64, 64:-64] - 2.5).max() < 1e-2
     for n in range(1, 60):  # the smallest tiles still give distinct centres on any axis
         for tile in (4, 5, 7):

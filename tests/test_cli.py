@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from flows.cli import main as cli_main
 from flows.cli import parse_stages
 from pyama_lib.errors import ParamsError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -14,10 +21,9 @@ from pyama_lib.errors import ParamsError
     [
         (None, None),
         ("copy,segment", ["copy", "segment"]),
-        ("copy, segment", ["copy", "segment"]),
+        ("segment, copy", ["copy", "segment"]),  # pipeline order
         (" track ,extract, ", ["track", "extract"]),
         ("extract,,", ["extract"]),
-        ("segmnet", ["segmnet"]),  # names are checked by the flow, which lists the real ones
     ],
 )
 def test_parse_stages(text, stages):
@@ -37,3 +43,61 @@ def test_empty_stages_exit_2_before_anything_runs(tmp_path, capsys):
     assert code == 2
     assert err.startswith("pyama process: error: --stages ' , ' names no stage")
     assert not out.exists()
+
+
+def test_a_stage_typo_is_refused_in_a_second_before_prefect_starts(tmp_path):
+    """A subprocess, so "before Prefect" is measured from a cold start: the command exits 2
+    naming the typo and the real stages, with Prefect never imported."""
+    out = tmp_path / "out"
+    probe = (
+        "import sys; from flows.cli import main; code = main(sys.argv[1:]); "
+        "print('prefect' in sys.modules); sys.exit(code)"
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "process", "x.nd2", "-o", str(out), "--stages", "segmnet"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    assert "unknown stage(s) ['segmnet']; stages are copy, segment, correct" in done.stderr
+    assert done.stdout.strip() == "False"  # Prefect was never imported
+    assert elapsed < 10  # about 1 s here; generous for a loaded CI machine
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--batch-size", "0"], "batch_size must be at least 1, got 0"),
+        (["--workers", "0"], "n_workers must be at least 1, got 0"),
+        (["--retries", "-1"], "retries must be 0 or more, got -1"),
+    ],
+)
+def test_bad_counts_exit_2_before_anything_runs(tmp_path, capsys, extra, needle):
+    out = tmp_path / "out"
+    code = cli_main(["process", str(tmp_path / "acq.nd2"), "-o", str(out), *extra])
+    assert code == 2 and needle in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_internal_error_prints_one_line_and_keeps_the_traceback_in_a_log(
+    tmp_path, capsys, monkeypatch
+):
+    import pyama_lib.cli as lib_cli
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(lib_cli, "_run_info", broken)
+    monkeypatch.setattr(lib_cli.tempfile, "gettempdir", lambda: str(tmp_path))
+    code = cli_main(["info", str(tmp_path / "x.nd2")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("pyama info: internal error: RuntimeError: a bug. The full traceback")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    (log,) = tmp_path.glob("pyama-error-*.log")
+    assert str(log) in err
+    assert 'raise RuntimeError("a bug")' in log.read_text()

@@ -9,7 +9,7 @@ from pyama_lib.config import Channels
 from pyama_lib.errors import ChannelOutOfRangeError, FovOutOfRangeError
 from pyama_lib.io.ome_tiff import OmeTiffAcquisition
 from pyama_lib.io.store import FovStore
-from pyama_lib.processing.stages import copy_fov
+from pyama_lib.pipeline.stages import copy_fov
 from pyama_lib.synthetic import make_synthetic
 
 

@@ -145,7 +145,9 @@ def test_columns_dtypes_and_pyama_row_order() -> None:
     assert df[["frame", "cell"]].values.tolist() == [[0, 2], [0, 7], [1, 2], [1, 7], [2, 2], [2, 7]]
     assert df["time"].tolist() == [0.0, 0.0, 7.5, 7.5, 15.0, 15.0]
     assert (df["fov"] == 4).all() and df.index.equals(pd.RangeIndex(6))
-    by_cell = extract_traces(lab, img, [0.0, 7.5, 15.0], 4, ExtractionParams(3, sort_by_cell=True))
+    by_cell = extract_traces(
+        lab, img, [0.0, 7.5, 15.0], 4, ExtractionParams(min_frames=3, sort_by_cell=True)
+    )
     assert by_cell[["cell", "frame"]].values.tolist() == [
         [2, 0],
         [2, 1],

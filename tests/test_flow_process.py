@@ -333,13 +333,14 @@ def test_bad_input_exits_nonzero_with_clear_message(
 def test_failed_fov_is_reported_and_not_recorded(prefect_api, nd2_dir, tmp_path, capsys):
     """cluster.nd2 (31×38 px): masked cells leave no background pixel, so background
     correction fails for its FOV; the command prints the summary table, says which FOV, stage
-    and way out, and exits 2 without recording the FOV as processed."""
+    and way out, and exits 3 (partly failed, not bad input) without recording the FOV as
+    processed."""
     out = tmp_path / "out"
     code = cli_main(
         ["process", str(nd2_dir / "cluster.nd2"), "-o", str(out), "--fl", "1", "--runner", "thread"]
     )
     stdout, err = capsys.readouterr()
-    assert code == 2
+    assert code == 3
     assert stdout.splitlines()[2].split() == ["0", "-", "failed", "0", "0"]
     assert "0 done, 0 skipped, 1 failed in" in stdout
     assert f"record:  {out / 'run.yaml'}" in stdout

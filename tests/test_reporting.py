@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.reporting import FovsFailedError, failed_fov, write_run_outputs
+from flows.reporting import FovsFailedError, failed_fov, start_run_record, write_run_outputs
 from pyama_lib.config import STAGES, Channels
 from pyama_lib.errors import InputDataError
 from pyama_lib.io.results_yaml import load_results
-from pyama_lib.processing.stages import plan_jobs, run_stage
+from pyama_lib.pipeline.stages import plan_jobs, run_stage
 from pyama_lib.provenance import iso_time, load_run_yaml
 from pyama_lib.synthetic import make_synthetic
 
@@ -52,7 +52,11 @@ def test_failed_fov_keeps_completed_timings_and_the_record_its_start(acq, tmp_pa
         run_stage("correct", masked)
     results = {0: ok, 1: failed_fov("correct", failure.value, completed)}
 
-    summary = write_run_outputs(plan, list(STAGES), results, started=started, settings=SETTINGS)
+    record = start_run_record(plan, list(STAGES), started, SETTINGS)
+    (running,) = load_run_yaml(tmp_path)  # the entry exists while the run is in progress
+    assert running.status == "running" and running.finished is None
+    assert running.input == plan.input and running.parameters["fovs"] == [0, 1]
+    summary = write_run_outputs(plan, results, record, started=started)
 
     assert summary.fovs_done == [0] and summary.fovs_failed == [1]
     assert summary.wall_seconds >= 90
@@ -74,7 +78,10 @@ def test_failed_fov_keeps_completed_timings_and_the_record_its_start(acq, tmp_pa
 def test_failed_fovs_raise_an_error_carrying_the_summary(acq, tmp_path):
     plan = plan_jobs(acq, tmp_path, Channels(pc=0, fl=[1]), fovs=[0])
     results = {0: failed_fov("segment", OSError("disk full"))}
-    summary = write_run_outputs(plan, list(STAGES), results, started=time.time())
+    started = time.time()
+    summary = write_run_outputs(
+        plan, results, start_run_record(plan, list(STAGES), started), started
+    )
     with pytest.raises(FovsFailedError, match=r"1 FOV\(s\) failed: fov_000 in segment") as info:
         summary.raise_if_failed()
     assert info.value.summary is summary

@@ -71,7 +71,7 @@ def test_round_trip_and_pyama_layout(tmp_path: Path) -> None:
 
     back = load_results(out)
     res.params["crop"] = [3, "/x"]
-    res.channels.fl = [1, 2]  # written sorted
+    res.channels = Channels(pc=0, fl=(1, 2))  # written sorted
     assert back == res
     assert back.traces_csv(10, 2) == out / "fov_010" / "exp_fov_010_traces_ch_2.csv"
     assert back.traces_csv(10, 3) is None
@@ -160,7 +160,7 @@ def test_merge_unions_fovs_and_channels_and_replaces_same_channel(tmp_path: Path
     first.params["only_in_first"] = True
     second = _run(tmp_path, [1, 2], fl=[2], tag="_rerun")
     second.fov(1).put("traces_csv", 1, tmp_path / "fov_001" / "newer_ch_1.csv")
-    second.channels.pc = None
+    second.channels = Channels(pc=None, fl=second.channels.fl)
     second.results_paths[2].pc = None
     first_copy, second_copy = pickle.dumps(first), pickle.dumps(second)
 
@@ -189,7 +189,7 @@ def test_update_results_file_merges_runs_on_disk(tmp_path: Path) -> None:
     assert sorted(res.results_paths) == [0, 1]
     assert [ch for ch, _ in res.results_paths[0].traces_csv] == [1, 2]
     assert [ch for ch, _ in res.results_paths[1].traces_csv] == [1]
-    assert res.channels.fl == [1, 2]
+    assert res.channels.fl == (1, 2)
 
 
 @pytest.mark.parametrize(

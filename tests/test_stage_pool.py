@@ -15,10 +15,16 @@ import pytest
 from pyama_lib.config import Channels
 from pyama_lib.errors import FovOutOfRangeError
 from pyama_lib.io.store import FovStore
-from pyama_lib.processing.stages import plan_jobs, run_stage
+from pyama_lib.pipeline.faults import ENV_VAR
+from pyama_lib.pipeline.pool import (
+    StagePool,
+    WorkerDiedError,
+    execute_stage,
+    stage_pool,
+    unguarded_main_call,
+)
+from pyama_lib.pipeline.stages import plan_jobs, run_stage
 from pyama_lib.synthetic import make_synthetic
-from tasks.faults import ENV_VAR
-from tasks.pool import WorkerDiedError, execute_stage, stage_pool, unguarded_main_call
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +90,45 @@ def test_a_stage_that_kills_its_worker_fails_alone_and_spares_the_others(
         assert execute_stage("segment", jobs[0]).written == ["seg_ch_0"]  # the pool works on
 
 
+def test_a_broken_pool_is_replaced_only_once_its_old_workers_are_gone(
+    acq_path, tmp_path, monkeypatch
+):
+    """One writer per array: FOV 0's worker, terminated with the broken pool, takes 2 s to
+    exit (it is finishing a write); the new pool must not start, and FOV 0's stage must not
+    run again, before that worker is gone."""
+    monkeypatch.setenv(ENV_VAR, "copy:0:stubborn:2,copy:1:crash")
+    jobs = _jobs(acq_path, tmp_path)
+    fired = tmp_path / ".pyama-fault-copy-0-stubborn"
+    old_worker_alive_at_restart: list[bool] = []
+
+    class WatchedPool(StagePool):
+        def _start(self):
+            if fired.exists():  # a replacement: is FOV 0's old worker still there?
+                try:
+                    os.kill(int(fired.read_text()), 0)
+                    old_worker_alive_at_restart.append(True)
+                except ProcessLookupError:
+                    old_worker_alive_at_restart.append(False)
+            return super()._start()
+
+    pool = WatchedPool(2)
+    try:
+        with ThreadPoolExecutor(2) as threads:
+            first = threads.submit(pool.run, "copy", jobs[0])
+            while not fired.exists():  # FOV 0 is in a worker
+                time.sleep(0.02)
+            second = threads.submit(pool.run, "copy", jobs[1])
+            assert first.result().written == ["pc_ch_0", "fl_ch_1"]
+            assert second.result().written == ["pc_ch_0", "fl_ch_1"]
+    finally:
+        pool.close()
+    assert old_worker_alive_at_restart == [False]
+
+
 def test_unguarded_main_call_finds_the_script_line_outside_the_main_guard(tmp_path):
     script = tmp_path / "analysis.py"
     script.write_text(
-        "from tasks.pool import unguarded_main_call\n"
+        "from pyama_lib.pipeline.pool import unguarded_main_call\n"
         "def run():\n"
         "    return unguarded_main_call()\n"
         "print('top', run())\n"
@@ -111,7 +152,9 @@ def test_unguarded_main_call_finds_the_script_line_outside_the_main_guard(tmp_pa
         f"else branch {script}:12",
     ]
     # No main script (python -c, notebooks) and this test process (pytest's guarded entry)
-    snippet = "from tasks.pool import unguarded_main_call; print(unguarded_main_call())"
+    snippet = (
+        "from pyama_lib.pipeline.pool import unguarded_main_call; print(unguarded_main_call())"
+    )
     assert subprocess.run(
         [sys.executable, "-c", snippet], capture_output=True, text=True, check=True
     ).stdout.split() == ["None"]

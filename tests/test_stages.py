@@ -11,7 +11,11 @@ import pytest
 from pyama_lib.config import STAGES, Channels
 from pyama_lib.errors import FovOutOfRangeError, ParamsError, StoreError
 from pyama_lib.io.traces import read_traces_csv, read_traces_parquet, traces_csv_path
-from pyama_lib.processing.stages import parse_params, plan_jobs, run_stage
+from pyama_lib.pipeline.params import ProcessingParams, parse_params
+from pyama_lib.pipeline.stages import plan_jobs, run_stage
+from pyama_lib.processing.extraction import ExtractionParams
+from pyama_lib.processing.segmentation import SegmentationParams
+from pyama_lib.processing.tracking import TrackingParams
 from pyama_lib.synthetic import make_synthetic
 
 
@@ -63,7 +67,7 @@ def test_fov_without_cells_gives_header_only_traces(acq, tmp_path):
     job = _job(acq, tmp_path, params={"tracking": {"min_area": 10**6}})
     for s in STAGES:
         result = run_stage(s, job)
-    assert result.info == {"cells": {1: 0}, "rows": {1: 0}}
+    assert result.info == {"cells": {1: 0}, "rows": {1: 0}, "sources": {1: "fl_corrected_ch_1"}}
     csv = traces_csv_path(tmp_path, "synthetic", 0, 1)
     assert csv.read_text().splitlines() == [
         "fov,cell,frame,time,good,position_x,position_y,intensity_total,area"
@@ -74,17 +78,47 @@ def test_fov_without_cells_gives_header_only_traces(acq, tmp_path):
 @pytest.mark.parametrize(
     ("params", "needle"),
     [
-        ({"segmentaton": {}}, "unknown parameter section"),
-        ({"tracking": {"min_iou": 2}}, "min_iou"),
-        ({"tracking": {"min_iuo": 0.2}}, "allowed: max_area, max_gap, min_area, min_iou"),
-        ({"extraction": {"features": ["nope"]}}, "nope"),
+        (
+            {"segmentaton": {}},
+            "params.segmentaton: unknown parameter; allowed: segmentation, background",
+        ),
+        ({"tracking": {"min_iou": 2}}, r"tracking.min_iou: .*less than or equal to 1 \(got 2\)"),
+        ({"tracking": {"max_gap": 1.5}}, r"tracking.max_gap: .*valid integer.*\(got 1.5\)"),
+        ({"tracking": {"min_area": 9, "max_area": 3}}, "min_area 9 exceeds max_area 3"),
+        ({"tracking": {"min_iuo": 0.2}}, "tracking.min_iuo: unknown parameter; allowed: min_iou"),
+        ({"extraction": {"features": ["nope"]}}, "unknown feature 'nope'"),
+        ({"segmentation": {"filter_size": 4}}, "segmentation.filter_size: must be odd"),
+        ({"background": {"tile_width": 2}}, "background.tile_width: .*greater than or equal to 4"),
     ],
 )
 def test_bad_parameters_are_refused_before_anything_runs(acq, tmp_path, params, needle):
     with pytest.raises(ParamsError, match=needle):
         parse_params(params)
+    with pytest.raises(ParamsError, match=needle):
         plan_jobs(acq, tmp_path, Channels(pc=0, fl=[1]), params=params)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("cls", "values", "needle"),
+    [
+        (TrackingParams, {"max_gap": 1.5}, "TrackingParams.max_gap: .*valid integer"),
+        (TrackingParams, {"min_iou": -0.1}, "TrackingParams.min_iou"),
+        (ExtractionParams, {"min_frames": -1}, "ExtractionParams.min_frames"),
+        (ExtractionParams, {"features": ["nope"]}, "ExtractionParams.features: unknown feature"),
+    ],
+)
+def test_every_parameter_class_raises_the_parameter_error(cls, values, needle):
+    with pytest.raises(ParamsError, match=needle):
+        cls(**values)
+
+
+def test_parameters_are_parsed_once_into_typed_sections(acq, tmp_path):
+    plan = plan_jobs(acq, tmp_path, Channels(pc=0, fl=[1]), params={"tracking": {"max_gap": 2}})
+    assert isinstance(plan.params, ProcessingParams)
+    assert all(job.params is plan.params for job in plan.jobs)  # parsed once, shared
+    assert plan.jobs[0].params.tracking == TrackingParams(max_gap=2)
+    assert plan.params.segmentation == SegmentationParams()  # defaults: PyAMA's
 
 
 def test_fov_selection_outside_the_file_names_it(acq, tmp_path):

@@ -47,7 +47,7 @@ class Acquisition(ABC):
             raise AcquisitionNotFoundError(
                 self.path, "no such file; check the path and that the share is mounted"
             )
-        self.base_name = _base_name(self.path)
+        self.base_name = acquisition_base_name(self.path)
         self._open()
 
     # -- reader interface -------------------------------------------------------------
@@ -126,7 +126,8 @@ class Acquisition(ABC):
 _TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
 
 
-def _base_name(path: Path) -> str:
+def acquisition_base_name(path: Path) -> str:
+    """The file name without its format's extension: ``exp`` for ``exp.ome.tif``."""
     name = path.name
     for suffix in (".nd2", *_TIFF_SUFFIXES):
         if name.lower().endswith(suffix):

@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any
 
-import numpy as np
 import yaml
 
-from pyama_lib.errors import InputDataError, ResultsFileError
+from pyama_lib.config import Channels
+from pyama_lib.errors import ResultsFileError
 from pyama_lib.io.atomic import atomic_target
+from pyama_lib.io.plain import plain
 
 RESULTS_FILE_NAME = "processing_results.yaml"
 SINGLE_KEYS: tuple[str, ...] = ("pc", "seg", "seg_labeled")
@@ -42,14 +43,6 @@ _TOP_KEYS = ("output_dir", "channels", "results_paths", "params", "time_units")
 _WINDOWS_PATH = re.compile(r"^[A-Za-z]:[\\/]|^\\\\")
 
 ChannelPath = tuple[int, Path]
-
-
-@dataclass(slots=True)
-class Channels:
-    """Channel selection of the run: one phase-contrast, any number of fluorescence channels."""
-
-    pc: int | None = None
-    fl: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -82,7 +75,7 @@ class ProcessingResults:
     """Contents of ``processing_results.yaml``. Relative paths are relative to ``output_dir``."""
 
     output_dir: Path
-    channels: Channels = field(default_factory=Channels)
+    channels: Channels = field(default_factory=lambda: Channels(pc=None))
     results_paths: dict[int, FovResults] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     time_units: str = "min"
@@ -276,11 +269,11 @@ def results_to_dict(results: ProcessingResults) -> dict[str, Any]:
             str(fov): _fov_to_dict(results.results_paths[fov], root)
             for fov in sorted(results.results_paths)
         },
-        "params": _yaml_safe(results.params, "params"),
+        "params": plain(results.params, "params"),
         "time_units": results.time_units,
     }
     for key, value in results.extra.items():
-        data.setdefault(key, _yaml_safe(value, key))
+        data.setdefault(key, plain(value, key))
     return data
 
 
@@ -296,7 +289,7 @@ def _fov_to_dict(entry: FovResults, root: Path) -> dict[str, Any]:
         value = getattr(entry, key)
         data[key] = one(value) if key in SINGLE_KEYS else many(value)
     for key, value in entry.extra.items():
-        data.setdefault(key, _yaml_safe(value, key))
+        data.setdefault(key, plain(value, key))
     return data
 
 
@@ -305,28 +298,6 @@ def _path_str(path: str | PurePath, root: Path) -> str:
     if isinstance(pure, PureWindowsPath) or pure.is_absolute():
         return str(pure)
     return str(root / pure)
-
-
-def _yaml_safe(obj: Any, where: str) -> Any:
-    """Plain YAML types only: safe_dump refuses Paths, tuples and numpy scalars."""
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    if isinstance(obj, PurePath):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Mapping):
-        return {str(k): _yaml_safe(v, f"{where}.{k}") for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_yaml_safe(v, where) for v in obj]
-    if isinstance(obj, set | frozenset):
-        return [_yaml_safe(v, where) for v in sorted(obj, key=str)]
-    raise InputDataError(
-        f"{where}: a {type(obj).__name__} cannot be written to processing_results.yaml; "
-        "pass numbers, strings, lists or dicts"
-    )
 
 
 def save_results(results: ProcessingResults, path: str | Path | None = None) -> Path:

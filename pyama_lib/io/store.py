@@ -28,6 +28,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from pyama_lib.errors import StoreError
+from pyama_lib.io.plain import plain
 
 COMPLETE_ATTR = "pyama_complete"
 OUTPUTS_ATTR = "pyama_outputs"  # group attribute: markers of files derived from this FOV
@@ -53,9 +54,19 @@ def fov_store_path(out_dir: str | Path, base_name: str, fov: int) -> Path:
     return fov_dir(out_dir, fov) / f"{base_name}_fov_{fov:03d}.zarr"
 
 
+def stored_base_names(out_dir: str | Path) -> list[str]:
+    """Base names of the acquisitions whose FOV stores are in ``out_dir`` (sorted, unique)."""
+    names = {
+        store.name.rsplit("_fov_", 1)[0]
+        for store in Path(out_dir).glob("fov_[0-9]*/*_fov_[0-9]*.zarr")
+        if store.is_dir()
+    }
+    return sorted(names)
+
+
 def _normalise(params: Mapping[str, Any] | None) -> Any:
-    # Compare parameters the way they come back from JSON (tuples become lists, keys sorted).
-    return json.loads(json.dumps(dict(params or {}), sort_keys=True, default=str))
+    # Compare parameters the way they come back from JSON (tuples become lists, keys strings).
+    return json.loads(json.dumps(plain(dict(params or {}), "completion marker"), sort_keys=True))
 
 
 class Frames(Sequence[np.ndarray]):

@@ -26,7 +26,7 @@ re-run would take as done.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,9 @@ INT_COLUMNS: tuple[str, ...] = ("fov", "cell", "frame")
 PARTITION_COLUMNS: tuple[str, ...] = ("fov", "channel")
 PARQUET_DIR = "traces.parquet"  # the run's dataset, directly under the output folder
 PART_FILE = "part-0.parquet"
+#: Parquet key-value metadata of a partition: the store array its intensities come from
+#: (``fl_corrected_ch_<c>``, or ``fl_ch_<c>`` when no corrected stack was complete).
+SOURCE_METADATA_KEY = "pyama.fl_source"
 INSPECTED_SUFFIX = "_inspected"
 
 _PARTITION_DIR = re.compile(r"^(fov|channel)=(-?\d+)$")
@@ -232,7 +235,11 @@ def read_traces_csv(path: str | Path, prefer_inspected: bool = True) -> pd.DataF
 
 
 def write_traces_partition(
-    df: pd.DataFrame, dataset_dir: str | Path, fov: int, channel: int
+    df: pd.DataFrame,
+    dataset_dir: str | Path,
+    fov: int,
+    channel: int,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Replace the ``fov``/``channel`` partition of the traces dataset with ``df``.
 
@@ -240,6 +247,9 @@ def write_traces_partition(
     ``os.replace``, so a concurrent reader sees either the old or the new rows, never a mix and
     never a gap (renaming a whole folder cannot replace a non-empty one atomically on POSIX).
     An empty table writes a zero-row file: "extracted, no cells" differs from "not extracted".
+    ``metadata`` is stored as the file's key-value metadata (e.g. :data:`SOURCE_METADATA_KEY`,
+    the store array the intensities were measured on); read it with
+    :func:`read_partition_metadata`.
 
     Raises
     ------
@@ -250,6 +260,9 @@ def write_traces_partition(
     _check_partition_values(df, table, fov, channel)
     body = table.drop(columns=["fov"])
     arrow = pa.Table.from_pandas(body, schema=_arrow_schema(body), preserve_index=False)
+    if metadata:
+        extra = {k.encode(): str(v).encode() for k, v in metadata.items()}
+        arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **extra})
 
     final = traces_partition_file(dataset_dir, fov, channel)
     part_dir = final.parent
@@ -262,6 +275,12 @@ def write_traces_partition(
             final, f"cannot write the traces partition ({exc}); check the folder is writable"
         ) from exc
     return final
+
+
+def read_partition_metadata(dataset_dir: str | Path, fov: int, channel: int) -> dict[str, str]:
+    """The key-value metadata PyAMA Flow stored with one partition (pandas' own left out)."""
+    schema = pq.read_schema(traces_partition_file(dataset_dir, fov, channel))
+    return {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k != b"pandas"}
 
 
 def _check_partition_values(raw: pd.DataFrame, table: pd.DataFrame, fov: int, channel: int) -> None:

@@ -31,12 +31,14 @@ frame tried the result was bit-identical to PyAMA's (x, y) fit, the tests allow 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from typing import Annotated
 
 import numpy as np
+from pydantic import AfterValidator, Field
 from scipy.interpolate import InterpolatedUnivariateSpline, RectBivariateSpline
 
-from pyama_lib.errors import InputDataError, ParamsError
+from pyama_lib.errors import InputDataError
+from pyama_lib.params import Params
 from pyama_lib.processing.segmentation import dilate_square, validate_frame
 
 __all__ = [
@@ -51,8 +53,13 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class BackgroundParams:
+def _odd(value: int) -> int:
+    if value % 2 == 0:
+        raise ValueError("must be odd")
+    return value
+
+
+class BackgroundParams(Params):
     """Parameters of the background correction; the defaults are PyAMA's.
 
     Attributes
@@ -61,31 +68,23 @@ class BackgroundParams:
         Side of the square by which the segmentation is grown before masking (odd). PyAMA: 21.
     tile_height, tile_width : int
         Nominal tile size in pixels; windows are about twice that and overlap by half.
-        PyAMA: 256 x 256.
+        PyAMA: 256 x 256. At least 4, which keeps window edges (and so spline centres)
+        strictly increasing at any frame size.
 
     Raises
     ------
     ParamsError
         When a value is out of range (a ``ValueError``).
+
+    Examples
+    --------
+    >>> BackgroundParams().tile_height
+    256
     """
 
-    dilation_size: int = 21
-    tile_height: int = 256
-    tile_width: int = 256
-
-    def __post_init__(self) -> None:
-        d = self.dilation_size
-        if not isinstance(d, int) or d < 1 or d % 2 == 0:
-            raise ParamsError(f"BackgroundParams.dilation_size must be an odd int >= 1, got {d!r}")
-        for name in ("tile_height", "tile_width"):
-            value = getattr(self, name)
-            # >= 4 keeps window edges (and so spline centres) strictly increasing at any size
-            if not isinstance(value, int) or value < 4:
-                raise ParamsError(f"BackgroundParams.{name} must be an int >= 4, got {value!r}")
-
-    def as_dict(self) -> dict[str, int]:
-        """Return the parameters as a plain dict (for completion markers and YAML)."""
-        return asdict(self)
+    dilation_size: Annotated[int, Field(ge=1), AfterValidator(_odd)] = 21
+    tile_height: int = Field(256, ge=4)
+    tile_width: int = Field(256, ge=4)
 
 
 def _validate_mask(seg: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

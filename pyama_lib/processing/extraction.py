@@ -20,14 +20,15 @@ columns are float64, as in PyAMA (it stores every feature through ``float()``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
+from pydantic import AfterValidator, Field
 
 from pyama_lib.errors import InputDataError
 from pyama_lib.io.traces import BASE_COLUMNS
+from pyama_lib.params import Params
 from pyama_lib.processing.features import (
     BUILTIN_FEATURES,
     FeatureContext,
@@ -48,8 +49,14 @@ _BASE_DTYPES: dict[str, type] = {
 FrameTraces = dict[str, np.ndarray]
 
 
-@dataclass(frozen=True)
-class ExtractionParams:
+def _registered(names: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return resolve_features(names)
+    except InputDataError as exc:  # pydantic reports ValueErrors as validation errors
+        raise ValueError(str(exc)) from None
+
+
+class ExtractionParams(Params):
     """Extraction parameters; the defaults reproduce PyAMA.
 
     Attributes
@@ -60,28 +67,26 @@ class ExtractionParams:
         Option beyond PyAMA: drop cells whose bounding box comes within this many pixels of
         the image border in any frame (``1`` drops cells touching the border). None: keep all.
     features : tuple[str, ...]
-        Extra registered features, as columns after ``intensity_total`` and ``area``.
+        Extra registered features, as columns after ``intensity_total`` and ``area``
+        (deduplicated; every name must be registered).
     sort_by_cell : bool
         Option beyond PyAMA: order rows by cell then frame (PyAMA: by frame then cell).
+
+    Raises
+    ------
+    ParamsError
+        When a value is out of range or a feature is not registered.
+
+    Examples
+    --------
+    >>> ExtractionParams(features=["intensity_mean", "intensity_mean"]).features
+    ('intensity_mean',)
     """
 
-    min_frames: int = 30
-    border_margin: int | None = None
-    features: tuple[str, ...] = ()
+    min_frames: int = Field(30, ge=0)
+    border_margin: int | None = Field(None, ge=0)
+    features: Annotated[tuple[str, ...], AfterValidator(_registered)] = ()
     sort_by_cell: bool = False
-
-    def __post_init__(self) -> None:
-        if self.min_frames < 0:
-            raise ValueError(f"min_frames must be >= 0, got {self.min_frames}")
-        if self.border_margin is not None and self.border_margin < 0:
-            raise ValueError(f"border_margin must be >= 0 or None, got {self.border_margin}")
-        object.__setattr__(self, "features", tuple(self.features))
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain-dict form (JSON-able), e.g. for a stage's completion marker."""
-        out = asdict(self)
-        out["features"] = list(self.features)
-        return out
 
 
 def trace_columns(features: Sequence[str] = ()) -> list[str]:

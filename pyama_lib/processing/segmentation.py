@@ -35,12 +35,14 @@ The result equals PyAMA's bit for bit, and each step is faster than PyAMA's way:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from typing import Annotated
 
 import numpy as np
+from pydantic import AfterValidator, Field
 from scipy import ndimage as ndi
 
-from pyama_lib.errors import InputDataError, ParamsError
+from pyama_lib.errors import InputDataError
+from pyama_lib.params import Params
 
 __all__ = [
     "SegmentationParams",
@@ -62,8 +64,16 @@ _ROW_BLOCK = 32
 _MAX_EXACT_WINDOW = 255
 
 
-@dataclass(frozen=True)
-class SegmentationParams:
+def _odd(value: int) -> int:
+    if value % 2 == 0:
+        raise ValueError("must be odd")
+    return value
+
+
+OddSize = Annotated[int, Field(ge=1), AfterValidator(_odd)]
+
+
+class SegmentationParams(Params):
     """Parameters of the log-std segmentation; the defaults are PyAMA's.
 
     Attributes
@@ -78,39 +88,24 @@ class SegmentationParams:
         Side of the square structuring element of the opening and closing (odd). PyAMA: 7.
     iterations : int
         How often each erosion/dilation of the opening and closing is repeated. PyAMA: 3.
+        (Below 1 scipy would iterate "until nothing changes": not PyAMA's meaning.)
 
     Raises
     ------
     ParamsError
         When a value is out of range (a ``ValueError``).
+
+    Examples
+    --------
+    >>> SegmentationParams(n_sigma=2.5).as_dict()["n_sigma"]
+    2.5
     """
 
-    filter_size: int = 3
-    n_bins: int = 200
-    n_sigma: float = 3.0
-    structure_size: int = 7
-    iterations: int = 3
-
-    def __post_init__(self) -> None:
-        for name in ("filter_size", "structure_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1 or value % 2 == 0:
-                raise ParamsError(
-                    f"SegmentationParams.{name} must be an odd int >= 1, got {value!r}"
-                )
-        for name in ("n_bins", "iterations"):
-            value = getattr(self, name)
-            # iterations < 1 would mean "until nothing changes" in scipy: not PyAMA's meaning.
-            if not isinstance(value, int) or value < 1:
-                raise ParamsError(f"SegmentationParams.{name} must be an int >= 1, got {value!r}")
-        if not np.isfinite(self.n_sigma) or self.n_sigma < 0:
-            raise ParamsError(
-                f"SegmentationParams.n_sigma must be finite and >= 0, got {self.n_sigma!r}"
-            )
-
-    def as_dict(self) -> dict[str, int | float]:
-        """Return the parameters as a plain dict (for completion markers and YAML)."""
-        return asdict(self)
+    filter_size: OddSize = 3
+    n_bins: int = Field(200, ge=1)
+    n_sigma: float = Field(3.0, ge=0)
+    structure_size: OddSize = 7
+    iterations: int = Field(3, ge=1)
 
 
 def validate_frame(frame: np.ndarray, name: str = "frame") -> np.ndarray:

@@ -19,14 +19,15 @@ one frame and the live tracks' last boxes at a time; a 180 x 2048^2 FOV never si
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
+from pydantic import Field, model_validator
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
 from pyama_lib.errors import InputDataError
+from pyama_lib.params import Params
 
 #: Track ids are stored as uint16.
 MAX_TRACKS = int(np.iinfo(np.uint16).max)
@@ -34,14 +35,13 @@ MAX_TRACKS = int(np.iinfo(np.uint16).max)
 FrameMapping = dict[int, int]
 
 
-@dataclass(frozen=True)
-class TrackingParams:
+class TrackingParams(Params):
     """Tracking parameters; the defaults reproduce PyAMA.
 
     Attributes
     ----------
     min_iou : float
-        Minimum bounding-box IoU of a valid match (PyAMA: 0.1).
+        Minimum bounding-box IoU of a valid match, in [0, 1] (PyAMA: 0.1).
     min_area, max_area : int | None
         Regions with area outside ``[min_area, max_area]`` (pixels, inclusive) are discarded
         before matching. None: no bound.
@@ -51,30 +51,30 @@ class TrackingParams:
     max_gap : int
         Option beyond PyAMA: a track left unmatched stays a candidate, with its last box, for
         up to this many consecutive frames (PyAMA: 0, the track ends at once).
+
+    Raises
+    ------
+    ParamsError
+        When a value is out of range (``max_gap=1.5``, ``min_area`` above ``max_area``...).
+
+    Examples
+    --------
+    >>> TrackingParams(max_gap=2).max_gap
+    2
     """
 
-    min_iou: float = 0.1
-    min_area: int | None = None
-    max_area: int | None = None
+    min_iou: float = Field(0.1, ge=0.0, le=1.0)
+    min_area: int | None = Field(None, ge=1)
+    max_area: int | None = Field(None, ge=1)
     start_new_tracks: bool = False
-    max_gap: int = 0
+    max_gap: int = Field(0, ge=0)
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.min_iou <= 1.0:
-            raise ValueError(f"min_iou must lie in [0, 1], got {self.min_iou}")
-        for name in ("min_area", "max_area"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be a positive pixel count or None, got {value}")
+    @model_validator(mode="after")
+    def _area_bounds_ordered(self) -> TrackingParams:
         bounded = self.min_area is not None and self.max_area is not None
         if bounded and self.min_area > self.max_area:  # type: ignore[operator]
             raise ValueError(f"min_area {self.min_area} exceeds max_area {self.max_area}")
-        if self.max_gap < 0:
-            raise ValueError(f"max_gap must be >= 0, got {self.max_gap}")
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain-dict form (JSON-able), e.g. for the stage's completion marker."""
-        return asdict(self)
+        return self
 
 
 @dataclass(frozen=True)

@@ -32,14 +32,14 @@ from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING
 
 from pyama_lib.errors import PyamaError
-from tasks.faults import maybe_inject_fault
+from pyama_lib.pipeline.faults import maybe_inject_fault
 
 if TYPE_CHECKING:
-    from pyama_lib.processing.stages import FovJob, StageResult
+    from pyama_lib.pipeline.stages import FovJob, StageResult
 
 # What a worker imports before its first stage (about 1.3 s). Kept out of this module's own
 # imports so the CLI can start the workers' import before loading Prefect.
-_STAGES_MODULE = "pyama_lib.processing.stages"
+_STAGES_MODULE = "pyama_lib.pipeline.stages"
 
 # The pool of the flow run in progress. Prefect's thread task runner copies the submitting
 # context into each task thread, so the tasks of that run (and only they) see it.
@@ -223,7 +223,10 @@ class StagePool:
         except BrokenProcessPool:
             with self._lock:
                 if self._executor is starting:  # the first task to notice replaces the pool
-                    executor.shutdown(wait=False, cancel_futures=True)
+                    # Wait until every old worker is gone: one still finishing a write must not
+                    # overlap the re-run of its stage (one writer per array, always). Tasks
+                    # that noticed too wait on the lock, so none re-runs before this returns.
+                    executor.shutdown(wait=True, cancel_futures=True)
                     self._executor = self._start()
             raise
 

@@ -1,0 +1,187 @@
+"""Planning a run: validate the input, channels, FOVs, parameters and output folder; write nothing.
+
+A :class:`Plan` holds one :class:`FovJob` per selected FOV. Jobs are small and picklable (paths,
+channels, typed parameters, the FOV's frame times), so they cross into worker processes and
+Prefect tasks without arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyama_lib.config import Channels, select_fovs
+from pyama_lib.errors import FovOutOfRangeError, OutputDirError, RunRecordError
+from pyama_lib.io.acquisition import Acquisition, acquisition_base_name, open_acquisition
+from pyama_lib.io.results_yaml import load_results, results_file_path
+from pyama_lib.io.store import FovStore, stored_base_names
+from pyama_lib.pipeline.params import ProcessingParams, parse_params
+from pyama_lib.provenance import identity_key, input_identity, load_run_yaml
+
+
+@dataclass(frozen=True)
+class FovJob:
+    """Everything a stage needs for one FOV; small and picklable (paths, not arrays)."""
+
+    input_path: str
+    output_dir: str
+    base_name: str
+    fov: int
+    channels: Channels
+    input_key: str
+    times_min: tuple[float, ...]  # the FOV's frame times, read once while planning
+    params: ProcessingParams = field(default_factory=ProcessingParams)
+    reader_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def store(self) -> FovStore:
+        return FovStore(self.output_dir, self.base_name, self.fov)
+
+    def open(self) -> Acquisition:
+        return open_acquisition(self.input_path, **self.reader_options)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated run: the acquisition's facts and one job per selected FOV."""
+
+    input_path: str
+    output_dir: str
+    base_name: str
+    channels: Channels
+    params: ProcessingParams
+    jobs: list[FovJob]
+    n_frames: int
+    shape: tuple[int, int]
+    input: dict[str, Any]  # the acquisition's identity (provenance.input_identity)
+    reader_options: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "input_path": self.input_path,
+            "output_dir": self.output_dir,
+            "channels": {"pc": self.channels.pc, "fl": list(self.channels.fl)},
+            "fovs": [j.fov for j in self.jobs],
+            "params": self.params.as_dict(),
+        }
+
+
+def plan_jobs(
+    input_path: str | Path,
+    output_dir: str | Path,
+    channels: Channels,
+    fov_start: int = -1,
+    fov_end: int = -1,
+    fovs: str | Sequence[int] | None = None,
+    params: ProcessingParams | Mapping[str, Any] | None = None,
+    reader_options: Mapping[str, Any] | None = None,
+) -> Plan:
+    """Validate the input, channels, FOV selection, parameters and output folder.
+
+    Writes nothing. Raises a :class:`~pyama_lib.errors.PyamaError` naming the problem: bad
+    parameters, an unreadable input, channels or FOVs outside it, a corrupt
+    ``processing_results.yaml`` in the output folder, or an output folder that holds another
+    acquisition's results.
+    """
+    parsed = parse_params(params)
+    reader_options = dict(reader_options or {})
+    check_results_file(output_dir)
+    with open_acquisition(input_path, **reader_options) as acq:
+        for c in channels.all:
+            acq.check_channel(c)
+        try:
+            selected = select_fovs(acq.n_fovs, fov_start, fov_end, fovs)
+        except (IndexError, ValueError) as exc:
+            raise FovOutOfRangeError(acq.path, str(exc)) from None
+        identity = input_identity(acq.path)
+        check_output_owner(output_dir, identity, acq.base_name)
+        key = identity_key(identity)
+        jobs = [
+            FovJob(
+                str(acq.path),
+                str(output_dir),
+                acq.base_name,
+                fov,
+                channels,
+                key,
+                tuple(float(t) for t in acq.frame_times(fov)),
+                parsed,
+                reader_options,
+            )
+            for fov in selected
+        ]
+        return Plan(
+            str(acq.path),
+            str(output_dir),
+            acq.base_name,
+            channels,
+            parsed,
+            jobs,
+            acq.n_frames,
+            acq.shape,
+            identity,
+            reader_options,
+            _time_warnings(acq, jobs[0].times_min),
+        )
+
+
+def _time_warnings(acq: Acquisition, times: tuple[float, ...]) -> list[str]:
+    if acq.n_frames > 1 and max(times) == min(times):
+        # Some ND2 time loops record no period (cluster.nd2): every nominal time is 0 and
+        # the fitted kinetics would be meaningless.
+        return [
+            f"{acq.path}: all {acq.n_frames} frame times are {times[0]:g} min (the file "
+            "records no time-loop period); use the reader option times='measured' "
+            "(pyama process --times measured) for the microscope's time stamps"
+        ]
+    return []
+
+
+def check_results_file(output_dir: str | Path) -> None:
+    """Fail now, before any work, when the folder's ``processing_results.yaml`` is unusable
+    (the run would otherwise do all its work and then fail merging into it)."""
+    if results_file_path(output_dir).is_file():
+        load_results(output_dir)  # raises ResultsFileError naming the file and the fix
+
+
+def check_output_owner(output_dir: str | Path, identity: Mapping[str, Any], base_name: str) -> None:
+    """Refuse an output folder that holds another acquisition's results.
+
+    Traces are partitioned by FOV and channel only, and ``processing_results.yaml`` is keyed by
+    FOV, so a second acquisition would overwrite the first one's traces. The folder belongs to
+    the acquisition of its latest run (``run.yaml``), or to the base name of its Zarr stores.
+    The same acquisition is one with the same base name and either the same path (re-exported
+    in place: its changed content is reprocessed) or the same content (moved or copied).
+    """
+    out = Path(output_dir)
+    try:
+        runs = load_run_yaml(out)
+    except RunRecordError:
+        runs = []  # write_run_yaml keeps the unreadable file aside; the stores still tell
+    recorded = next((r.input for r in reversed(runs) if r.input), None)
+    if recorded is not None:
+        same_name = _base_of(recorded["path"]) == base_name
+        same_path = Path(recorded["path"]) == Path(identity["path"])
+        same_content = identity_key(recorded) == identity_key(identity)
+        if same_name and (same_path or same_content):
+            return
+        raise _not_ours(out, identity["path"], f"{recorded['path']} (see {out / 'run.yaml'})")
+    others = sorted(set(stored_base_names(out)) - {base_name})
+    if others:
+        raise _not_ours(out, identity["path"], f"acquisition(s) named {', '.join(others)}")
+
+
+def _base_of(path: str) -> str:
+    return acquisition_base_name(Path(path))
+
+
+def _not_ours(out: Path, new: str, owner: str) -> OutputDirError:
+    return OutputDirError(
+        out,
+        f"holds the results of another acquisition, {owner}; processing {new} here would "
+        "overwrite its traces. Give each acquisition its own output folder (e.g. "
+        f"{out.parent / _base_of(new)}), or empty this folder to start over.",
+    )

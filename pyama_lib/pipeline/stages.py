@@ -1,0 +1,291 @@
+"""Per-FOV stages over the Zarr store.
+
+Each stage reads its inputs from the store (or, for ``copy``, the acquisition), streams frame by
+frame through the array functions, writes its outputs and marks them complete last. Outputs that
+are already complete for the same inputs and parameters are skipped. Every completion marker,
+the copy stage's included, holds the stage's parameters, the pyama-flow version, the input
+acquisition's identity and a fingerprint of every input array's own marker, so a new input file
+or re-running an upstream stage with other parameters invalidates what depends on it.
+
+These are the functions the Prefect tasks wrap, and they are usable on their own::
+
+    job = plan_jobs("acq.nd2", "out", Channels(pc=0, fl=[1])).jobs[0]
+    for stage in STAGES:
+        print(run_stage(stage, job))
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pyama_lib import __version__
+from pyama_lib.config import STAGES, Channels, select_stages
+from pyama_lib.errors import InputDataError, ParamsError
+from pyama_lib.io.acquisition import Acquisition
+from pyama_lib.io.results_yaml import FovResults, ProcessingResults
+from pyama_lib.io.store import FovStore, array_name
+from pyama_lib.io.traces import (
+    PARQUET_DIR,
+    SOURCE_METADATA_KEY,
+    traces_csv_path,
+    traces_partition_file,
+    write_traces_csv,
+    write_traces_partition,
+)
+from pyama_lib.pipeline.params import ProcessingParams
+from pyama_lib.pipeline.plan import FovJob, Plan, plan_jobs
+from pyama_lib.processing.background import BackgroundParams, correct_frame
+from pyama_lib.processing.extraction import extract_traces
+from pyama_lib.processing.segmentation import segment_frame
+from pyama_lib.processing.tracking import track_frames
+from pyama_lib.provenance import identity_key, input_identity
+
+__all__ = [
+    "STAGES",
+    "FovJob",
+    "Plan",
+    "StageResult",
+    "copy_fov",
+    "plan_jobs",
+    "run_stage",
+    "select_stages",
+]
+
+
+@dataclass
+class StageResult:
+    """What one stage did for one FOV: arrays written and skipped, timing, small facts."""
+
+    stage: str
+    fov: int
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # for the run's log
+
+    @property
+    def was_skipped(self) -> bool:
+        return not self.written
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _marker(
+    store: FovStore, input_key: str, params: Mapping[str, Any], inputs: Sequence[str] = ()
+) -> dict[str, Any]:
+    # The cache key of an output: what it was computed from and how. Every stage's marker has
+    # the same parts, so no stage can keep data of another input or code version.
+    return {
+        "params": dict(params),
+        "version": __version__,
+        "input": input_key,
+        "inputs": {name: store.fingerprint(name) for name in inputs},
+    }
+
+
+def copy_fov(
+    acquisition: Acquisition,
+    fov: int,
+    channels: Channels,
+    store: FovStore,
+    input_key: str | None = None,
+) -> StageResult:
+    """Copy one FOV's phase-contrast and fluorescence frames into the store.
+
+    Streams one frame at a time, so peak memory does not grow with the number of frames.
+    Arrays already complete for the same input file (``input_key``, the
+    :func:`~pyama_lib.provenance.identity_key` of the acquisition; computed when not given),
+    FOV, channel and code version are skipped.
+    """
+    acquisition.check_fov(fov)
+    for c in channels.all:
+        acquisition.check_channel(c)
+    if input_key is None:
+        input_key = identity_key(input_identity(acquisition.path))
+    result = StageResult("copy", fov)
+    start = time.perf_counter()
+    shape = (acquisition.n_frames, acquisition.height, acquisition.width)
+    for kind, channel in [("pc", channels.pc)] + [("fl", c) for c in channels.fl]:
+        name = array_name(kind, channel)
+        source = {"source": acquisition.base_name, "fov": fov, "channel": channel, "shape": shape}
+        marker = _marker(store, input_key, source)
+        if store.is_complete(name, marker):
+            result.skipped.append(name)
+            continue
+        with store.writer(name, shape, acquisition.dtype, marker) as arr:
+            for t in range(acquisition.n_frames):
+                arr[t] = acquisition.frame(fov, channel, t)
+        result.written.append(name)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _map_frames(
+    store: FovStore,
+    job: FovJob,
+    result: StageResult,
+    name: str,
+    inputs: Sequence[str],
+    dtype: Any,
+    params: Any,
+    fn: Callable[..., np.ndarray],
+) -> None:
+    """Write ``name[t] = fn(*(input[t] for input in inputs))`` frame by frame, unless complete."""
+    marker = _marker(store, job.input_key, params.as_dict(), inputs)
+    if store.is_complete(name, marker):
+        result.skipped.append(name)
+        return
+    sources = [store.frames(n) for n in inputs]
+    with store.writer(name, sources[0].shape, dtype, marker) as out:
+        for t, frames in enumerate(zip(*sources, strict=True)):
+            try:
+                out[t] = fn(*frames, params)
+            except InputDataError as exc:
+                raise InputDataError(f"{store.path / name}, frame {t}: {exc}") from exc
+    result.written.append(name)
+
+
+def _segment(job: FovJob, store: FovStore, result: StageResult, p: ProcessingParams) -> None:
+    pc = array_name("pc", job.channels.pc)
+    seg = array_name("seg", job.channels.pc)
+    _map_frames(store, job, result, seg, [pc], bool, p.segmentation, segment_frame)
+
+
+def _correct_checked(fl: np.ndarray, seg: np.ndarray, params: BackgroundParams) -> np.ndarray:
+    corrected = correct_frame(fl, seg, params)
+    # PyAMA writes an all-NaN frame when no background pixel is left; extraction could only
+    # produce NaN traces from it, so stop here with the reason and the way out.
+    if np.isnan(corrected).all():
+        raise InputDataError(
+            f"no background pixel left once cells are masked (dilated by "
+            f"{params.dilation_size} px): the frame is too small or covered by cells. Process "
+            "without background correction (--stages copy,segment,track,extract; traces then "
+            "use the raw fluorescence)"
+        )
+    return corrected
+
+
+def _correct(job: FovJob, store: FovStore, result: StageResult, p: ProcessingParams) -> None:
+    seg = array_name("seg", job.channels.pc)
+    for c in job.channels.fl:
+        inputs = [array_name("fl", c), seg]
+        name = array_name("fl_corrected", c)
+        _map_frames(store, job, result, name, inputs, np.float32, p.background, _correct_checked)
+
+
+def _track(job: FovJob, store: FovStore, result: StageResult, p: ProcessingParams) -> None:
+    seg = array_name("seg", job.channels.pc)
+    name = array_name("seg_labeled", job.channels.pc)
+    params = p.tracking
+    marker = _marker(store, job.input_key, params.as_dict(), [seg])
+    if store.is_complete(name, marker):
+        result.skipped.append(name)
+        return
+    masks = store.frames(seg)
+    with store.writer(name, masks.shape, np.uint16, marker) as out:
+        for t, labels in enumerate(track_frames(masks, params)):
+            out[t] = labels
+    result.written.append(name)
+
+
+def _extract(job: FovJob, store: FovStore, result: StageResult, p: ProcessingParams) -> None:
+    labels_name = array_name("seg_labeled", job.channels.pc)
+    params = p.extraction
+    times = np.asarray(job.times_min)
+    dataset = Path(job.output_dir) / PARQUET_DIR
+    cells, rows, sources = {}, {}, {}
+    for c in job.channels.fl:
+        corrected = array_name("fl_corrected", c)
+        # PyAMA measures the corrected stack when it exists, else the raw one; say so, since
+        # raw traces carry the uneven illumination that correction removes.
+        fl_name = corrected if store.is_complete(corrected) else array_name("fl", c)
+        sources[c] = fl_name
+        if fl_name != corrected:
+            state = "is half-written" if (store.path / corrected).exists() else "does not exist"
+            result.warnings.append(
+                f"fov_{job.fov:03d} channel {c}: the background-corrected stack {corrected} "
+                f"{state}; traces measure the raw fluorescence ({fl_name}). Run the correct "
+                "stage first for corrected traces."
+            )
+        key = f"traces_ch_{c}"
+        csv = traces_csv_path(job.output_dir, job.base_name, job.fov, c)
+        partition = traces_partition_file(dataset, job.fov, c)
+        marker = _marker(store, job.input_key, params.as_dict(), [labels_name, fl_name])
+        marker["times"] = [round(float(t), 6) for t in times]
+        # Both files must still be there: the marker alone would keep a deleted CSV or
+        # partition missing, and the CSV and the Parquet dataset would then disagree.
+        if store.is_output_complete(key, marker) and csv.is_file() and partition.is_file():
+            result.skipped.append(key)
+            done = store.output_marker(key)
+            cells[c], rows[c] = done["cells"], done["rows"]
+            continue
+        df = extract_traces(
+            store.frames(labels_name), store.frames(fl_name), times, job.fov, params
+        )
+        write_traces_csv(df, csv)
+        write_traces_partition(df, dataset, job.fov, c, metadata={SOURCE_METADATA_KEY: fl_name})
+        cells[c], rows[c] = int(df["cell"].nunique()), len(df)
+        store.mark_output(key, marker, cells=cells[c], rows=rows[c], source=fl_name)
+        result.written.append(key)
+    result.info = {"cells": cells, "rows": rows, "sources": sources}
+
+
+_STAGE_FUNCS: dict[str, Callable[[FovJob, FovStore, StageResult, ProcessingParams], None]] = {
+    "segment": _segment,
+    "correct": _correct,
+    "track": _track,
+    "extract": _extract,
+}
+
+
+def run_stage(stage: str, job: FovJob) -> StageResult:
+    """Run one stage for the job's FOV and report what was written or skipped."""
+    if stage not in STAGES:
+        raise ParamsError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    start = time.perf_counter()
+    if stage == "copy":
+        with job.open() as acq:
+            result = copy_fov(acq, job.fov, job.channels, job.store, job.input_key)
+    else:
+        result = StageResult(stage, job.fov)
+        _STAGE_FUNCS[stage](job, job.store, result, job.params)
+    # The stage's whole time, for copy including opening and closing the acquisition.
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def results_entries(plan: Plan, fovs: Sequence[int]) -> ProcessingResults:
+    """The processing_results.yaml entries of ``fovs`` (files that exist on disk)."""
+    out = Path(plan.output_dir)
+    results = ProcessingResults(
+        output_dir=out,
+        channels=plan.channels,
+        params=plan.params.as_dict(),
+    )
+    pc = plan.channels.pc
+    for fov in fovs:
+        store = FovStore(out, plan.base_name, fov)
+        entry: FovResults = results.fov(fov)
+        for kind, channels in [
+            ("pc", [pc]),
+            ("seg", [pc]),
+            ("seg_labeled", [pc]),
+            ("fl", plan.channels.fl),
+            ("fl_corrected", plan.channels.fl),
+        ]:
+            for c in channels:
+                if store.is_complete(array_name(kind, c)):
+                    entry.put(kind, c, store.path / array_name(kind, c))
+        for c in plan.channels.fl:
+            csv = traces_csv_path(out, plan.base_name, fov, c)
+            if csv.is_file():
+                entry.put("traces_csv", c, csv)
+    return results
