@@ -11,19 +11,26 @@ by Ctrl-C/SIGTERM; 1 an internal error, with the traceback in a log file. A live
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
+import multiprocessing.util
+import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
+from flows.api_server import ApiServer, start_api_server
 from flows.progress import PROGRESS_LOGGER
 from flows.runners import RUNNERS
-from pyama_lib.cli import COMMANDS
+from pyama_lib.cli import COMMANDS, EXIT_SIGINT, EXIT_SIGTERM
 from pyama_lib.cli import main as lib_main
 from pyama_lib.config import DEFAULT_FL, STAGES, Channels, check_counts, select_stages
-from pyama_lib.errors import ParamsError
+from pyama_lib.errors import Interrupted, ParamsError
 
 if TYPE_CHECKING:
     from flows.reporting import ProcessSummary
@@ -118,7 +125,54 @@ class _ProgressHandler(logging.Handler):
         self.stream.flush()
 
 
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted("SIGTERM", EXIT_SIGTERM)
+
+
+@contextmanager
+def _prefect_api(server: ApiServer | None) -> Iterator[None]:
+    """Point Prefect at ``server`` (started by :func:`run_process`) for the block, unless a
+    Prefect profile already names a server: then that one is used and ``server`` stopped."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if server is None:
+        yield
+        return
+    if PREFECT_API_URL.value():
+        server.stop()
+        yield
+        return
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    server.wait_ready(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    os.environ["PREFECT_API_URL"] = server.url  # for worker processes (Dask) as well
+    with temporary_settings(updates={PREFECT_API_URL: server.url}):
+        yield
+
+
 def run_process(args: argparse.Namespace) -> int:
+    # SIGTERM ends the run like Ctrl-C: recorded as interrupted, workers stopped, exit 143.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    # Prefect's temporary API server starts now, in its own session (flows.api_server), and
+    # comes up while the arguments are checked; it stops when the command exits.
+    server = start_api_server()
+    if server is not None:
+        atexit.register(server.stop)  # registered before Prefect's own exit hooks: runs last
+    try:
+        return _run_process(args, server)
+    except BaseException as exc:
+        # Bad input (nothing was sent to it), or an interrupt (Prefect has recorded it): the
+        # server is no longer needed, and console_main exits without waiting for Prefect's
+        # background threads.
+        flow_ran = "flows.process" in sys.modules
+        if server is not None and (not flow_ran or not isinstance(exc, Exception)):
+            server.stop()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_process(args: argparse.Namespace, server: ApiServer | None) -> int:
     # A typo in any argument is reported before Prefect or a worker starts.
     from pyama_lib.pipeline.params import parse_params
     from pyama_lib.pipeline.plan import plan_jobs
@@ -151,23 +205,24 @@ def run_process(args: argparse.Namespace) -> int:
     logger.setLevel(logging.INFO)
     logger.propagate = False  # the bar replaces the log line; Prefect's console would repeat it
     try:
-        summary = process_acquisition(
-            str(args.input),
-            str(args.output),
-            pc=args.pc,
-            fl=fl,
-            fov_start=args.fov_start,
-            fov_end=args.fov_end,
-            fovs=args.fovs,
-            batch_size=args.batch_size,
-            n_workers=args.workers,
-            runner=args.runner,
-            dask_address=args.dask_address,
-            params=params,
-            stages=stages,
-            retries=args.retries,
-            reader_options=reader_options,
-        )
+        with _prefect_api(server):
+            summary = process_acquisition(
+                str(args.input),
+                str(args.output),
+                pc=args.pc,
+                fl=fl,
+                fov_start=args.fov_start,
+                fov_end=args.fov_end,
+                fovs=args.fovs,
+                batch_size=args.batch_size,
+                n_workers=args.workers,
+                runner=args.runner,
+                dask_address=args.dask_address,
+                params=params,
+                stages=stages,
+                retries=args.retries,
+                reader_options=reader_options,
+            )
     except FovsFailedError as exc:
         # The other FOVs are done: show them, then the error paragraph and exit status 3
         # (pyama_lib.cli.main reports the re-raised error).
@@ -180,9 +235,26 @@ def run_process(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The ``pyama`` console script: the library's commands plus ``process``."""
+    """The ``pyama`` command line: the library's commands plus ``process``; returns the exit
+    status."""
     return lib_main(argv, [*COMMANDS, register_process])
 
 
+def console_main() -> None:
+    """The ``pyama`` console script. After an interrupt it exits at once: Prefect's background
+    threads would otherwise go on retrying the API server that has just been stopped."""
+    code = main()
+    if code in (EXIT_SIGINT, EXIT_SIGTERM):
+        # multiprocessing's own exit hook (not Prefect's): it releases the stopped worker
+        # pool's semaphores, which its resource tracker would otherwise report as leaked.
+        release = getattr(multiprocessing.util, "_exit_function", None)
+        if release is not None:
+            release()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -190,7 +190,8 @@ def record_run(
         yield record
     except BaseException as exc:
         if record.status == "running":
-            interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+            # Ctrl-C, SIGTERM (Prefect's TerminationSignal), SystemExit: not an error of the run
+            interrupted = not isinstance(exc, Exception)
             reason = str(exc) or type(exc).__name__
             record.finish(
                 status="interrupted" if interrupted else "failed",

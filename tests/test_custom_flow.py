@@ -116,3 +116,36 @@ def test_reextract_unknown_feature(processed: tuple[Path, Path]) -> None:
     with pytest.raises(InputDataError, match="unknown feature 'intensity_maxx'"):
         reextract_with_features(str(out), str(input_path), features=["intensity_maxx"])
     assert _csv(out, 0).read_bytes() == before
+
+
+def test_reextract_reuses_the_recorded_input_channels_and_reader_options(
+    prefect_api, nd2_dir: Path, tmp_path: Path
+) -> None:
+    """cluster.nd2 records no time-loop period (nominal times all 0): processed with measured
+    times, a re-extraction given only the folder keeps the measured times, the input and the
+    channels of the run record."""
+    from pyama_lib.io.acquisition import open_acquisition
+    from pyama_lib.io.traces import read_traces_csv, traces_csv_path
+
+    source, out = nd2_dir / "cluster.nd2", tmp_path / "out"
+    process_acquisition(
+        str(source),
+        str(out),
+        fl=[1],
+        stages=["copy", "segment", "track", "extract"],
+        params={"extraction": {"min_frames": 1}},
+        reader_options={"times": "measured"},
+        runner="thread",
+    )
+    with open_acquisition(source, times="measured") as acq:
+        measured = acq.frame_times(0)
+    assert measured.max() > 0  # nominal times would all be 0
+
+    summary = reextract_with_features(str(out), features=["intensity_mean"])
+
+    traces = read_traces_csv(traces_csv_path(out, "cluster", 0, 1))
+    assert len(traces) > 0 and "intensity_mean" in traces.columns
+    by_frame = traces.groupby("frame")["time"].first()
+    np.testing.assert_allclose(by_frame.to_numpy(), measured[by_frame.index], atol=1e-6)
+    assert summary.input_path == str(source)
+    assert list(summary.fovs[0].cells) == [1]  # the recorded fluorescence channel

@@ -11,13 +11,13 @@ import logging
 import os
 from pathlib import Path
 
+# Hard dependencies (pyproject.toml): a broken install fails here, it is never skipped.
+import distributed
 import pandas as pd
-import pytest
+import prefect_dask  # noqa: F401  (runner="dask" imports it lazily)
 
 from flows.process import process_acquisition
 from pyama_lib.synthetic import make_synthetic
-
-distributed = pytest.importorskip("distributed")
 
 N_FOVS, N_FRAMES, N_CELLS = 2, 32, 4
 STAGES = ("copy", "segment", "correct", "track", "extract")

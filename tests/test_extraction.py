@@ -299,10 +299,28 @@ def test_fast_equals_reference_exactly(shape: tuple[int, int, int], seed: int) -
         {"min_frames": 0},
         {"min_frames": n // 2, "features": ("intensity_mean", "local_background")},
         {"min_frames": n, "border_margin": 2, "sort_by_cell": True},
-        {},  # PyAMA default: 30 frames, nothing survives
     ]
     for kwargs in cases:
         fast = extract_traces(labels, fl, times, 3, ExtractionParams(**kwargs))
         ref = extract_reference(labels, fl, times, 3, **kwargs)
         pdt.assert_frame_equal(fast, ref, check_exact=True)
     assert len(extract_traces(labels, fl, times, 3, ExtractionParams(min_frames=0))) > 20
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_equals_reference_with_default_params(seed: int) -> None:
+    """PyAMA's defaults (cells in >= 30 frames kept) on 32 frames: tracks of 30 to 32 frames
+    survive, shorter ones (down to single frames) are dropped."""
+    n_frames = 32
+    labels, fl = tracked_blobs(n_frames, 60, 80, seed=seed)
+    times = np.arange(n_frames) * 7.5
+    fast = extract_traces(labels, fl, times, 3)  # no params: the defaults
+    ref = extract_reference(labels, fl, times, 3)  # the reference's defaults: min_frames=30
+    pdt.assert_frame_equal(fast, ref, check_exact=True)
+    everything = extract_traces(labels, fl, times, 3, ExtractionParams(min_frames=0))
+    assert 0 < len(fast) < len(everything)  # some cells kept, some filtered out
+    frames_per_cell = fast["cell"].value_counts()
+    assert frames_per_cell.min() >= 30
+    all_counts = everything["cell"].value_counts()
+    assert 30 in all_counts.values  # the boundary is exercised: exactly 30 frames is kept
+    assert set(fast["cell"]) == set(all_counts.index[all_counts >= 30])

@@ -191,7 +191,29 @@ def test_a_fov_that_kills_its_worker_fails_alone(
     prefect_api, reference_run, acquisition, tmp_path, monkeypatch
 ):
     """FOV 1's segment kills its worker every time (say, a FOV too large for memory): FOV 1
-    fails with a clear message and no retries; FOV 0, broken with the pool or not, finishes."""
+    fails with a clear message and no retries; FOV 0, broken with the pool or not, finishes.
+    With ``retries=0`` even an I/O error (retried by default, see
+    test_injected_oserror_is_retried) is not retried: one attempt, the FOV fails."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        TaskRunFilter,
+        TaskRunFilterFlowRunId,
+        TaskRunFilterName,
+    )
+
+    def task_runs(out: Path, name: str) -> list:
+        """The task runs called ``name`` of the flow run that wrote out/run.yaml last."""
+        flow_run_id = UUID(str(load_run_yaml(out)[-1].settings["flow_run_id"]))
+        with get_client(sync_client=True) as client:
+            return client.read_task_runs(
+                task_run_filter=TaskRunFilter(
+                    flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id]),
+                    name=TaskRunFilterName(any_=[name]),
+                )
+            )
+
     monkeypatch.setenv("PYAMA_FAULT", "segment:1:crash-always")
     out = tmp_path / "out"
     with pytest.raises(PyamaError, match=r"fov_001 in segment.*most likely out of memory"):
@@ -204,6 +226,26 @@ def test_a_fov_that_kills_its_worker_fails_alone(
         read_traces_csv(traces_csv_path(ref_out, ref.base_name, 0, 1)),
     )
     assert not traces_csv_path(out, ref.base_name, 1, 1).exists()
+    # No retries: the tasks' default is 2, but a worker that died alone is not retried
+    # (a retried one would show run_count 3 here).
+    (segment_1,) = task_runs(out, "segment fov_001")
+    assert segment_1.run_count == 1 and segment_1.state.is_failed()
+    assert not task_runs(out, "correct fov_001")  # the failed FOV's later stages never ran
+    (segment_0,) = task_runs(out, "segment fov_000")
+    assert segment_0.state.is_completed()
+
+    # Retries off: an OSError once (which the default retries would get past) fails the FOV.
+    monkeypatch.setenv("PYAMA_FAULT", "segment:1")
+    no_retries = tmp_path / "no-retries"
+    with pytest.raises(FovsFailedError, match=r"fov_001 in segment.*injected fault"):
+        process_acquisition(
+            str(acquisition), str(no_retries), fl=[1], fovs="1", runner="thread", retries=0
+        )
+    assert (no_retries / ".pyama-fault-segment-1-oserror").exists()
+    record = load_run_yaml(no_retries)[-1]
+    assert record.status == "failed" and record.settings["retries"] == 0
+    (attempt,) = task_runs(no_retries, "segment fov_001")
+    assert attempt.run_count == 1 and attempt.state.is_failed()
 
 
 def test_second_run_on_locked_output_is_refused(prefect_api, acquisition, tmp_path):
@@ -251,6 +293,10 @@ def test_sigkill_of_the_flow_process_leaves_no_worker_behind(
     proc = _run_cli_until_track_1_stalls(out, *args)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    # The record was written when the run started: a killed run still says what it was doing.
+    (killed,) = load_run_yaml(out)
+    assert killed.status == "running" and killed.finished is None
+    assert killed.parameters["fovs"] == [0, 1] and killed.input["path"] == str(acquisition)
     deadline = time.monotonic() + 10
     try:
         while time.monotonic() < deadline:

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
+import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
+import tomllib
 from datetime import datetime
 from pathlib import Path
 
+import dask
+import nd2
 import numpy as np
+import pandas
+import pyarrow
 import pytest
+import scipy
+import skimage
+import tifffile
 import yaml
+import zarr
 
+import pyama_lib
 from pyama_lib.errors import AcquisitionNotFoundError, RunRecordError, UnsupportedFormatError
 from pyama_lib.provenance import (
     FINGERPRINT_CHUNK,
@@ -125,26 +134,63 @@ def test_input_identity_errors(tmp_path: Path) -> None:
         input_identity(tmp_path)
 
 
-def test_library_versions_match_metadata() -> None:
+def test_library_versions_match_what_the_modules_report() -> None:
+    """Checked against independent facts: the running interpreter, each imported module's own
+    ``__version__`` and the version in pyproject.toml (not the metadata lookup the code does)."""
     versions = library_versions()
-    assert versions["python"] == platform.python_version()
-    for dist in ("pyama-flow", "numpy", "scipy", "scikit-image", "zarr", "nd2", "tifffile"):
-        assert versions[dist] == importlib.metadata.version(dist)
-    for dist in ("pandas", "pyarrow", "prefect"):
-        assert versions[dist] == importlib.metadata.version(dist)
-    assert versions["numpy"] == np.__version__
+    # every hard dependency (pyproject.toml) is installed, so none may be missing
+    assert set(versions) == {
+        "python",
+        "pyama-flow",
+        "numpy",
+        "scipy",
+        "scikit-image",
+        "zarr",
+        "nd2",
+        "tifffile",
+        "pandas",
+        "pyarrow",
+        "pyyaml",
+        "prefect",
+        "prefect-dask",
+        "dask",
+    }
+    assert versions["python"] == "{}.{}.{}".format(*sys.version_info[:3])
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert versions["pyama-flow"] == project["version"] == pyama_lib.__version__
+    modules = {
+        "numpy": np,
+        "scipy": scipy,
+        "scikit-image": skimage,
+        "zarr": zarr,
+        "nd2": nd2,
+        "tifffile": tifffile,
+        "pandas": pandas,
+        "pyarrow": pyarrow,
+        "pyyaml": yaml,
+        "dask": dask,
+    }
+    for dist, module in modules.items():
+        assert versions[dist] == module.__version__, dist
 
 
 def test_library_versions_does_not_import_prefect() -> None:
     code = (
-        "import sys; from pyama_lib.provenance import library_versions; "
-        "v = library_versions(); print('prefect' in v, 'prefect' in sys.modules)"
+        "import json, sys; from pyama_lib.provenance import library_versions; "
+        "v = library_versions(); print(json.dumps([v, 'prefect' in sys.modules]))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
-    assert out.stdout.split() == ["True", "False"]
+    versions, prefect_imported = json.loads(out.stdout)
+    assert prefect_imported is False
+    # ... yet Prefect's version is recorded, and it is the one Prefect itself reports
+    import prefect
+    import prefect_dask
+
+    assert versions["prefect"] == prefect.__version__
+    assert versions["prefect-dask"] == prefect_dask.__version__
 
 
 def _record(tmp_path: Path, run_id: str) -> RunRecord:
@@ -172,9 +218,12 @@ def _record(tmp_path: Path, run_id: str) -> RunRecord:
 def test_run_yaml_round_trip(tmp_path: Path) -> None:
     out = tmp_path / "out"
     rec = _record(tmp_path, "run-a")
-    rec.finish(summary={"n_fovs": 2, "n_cells": 57})
-    path = write_run_yaml(rec, out)
+    path = write_run_yaml(rec, out)  # as flows.reporting does: once at start ...
     assert path == out / RUN_YAML
+    (started,) = load_run_yaml(out)
+    assert started.status == "running" and started.finished is None
+    rec.finish(summary={"n_fovs": 2, "n_cells": 57})
+    assert write_run_yaml(rec, out) == path  # ... and again at the end, same record
 
     (loaded,) = load_run_yaml(out)
     assert loaded.run_id == "run-a"
@@ -207,12 +256,23 @@ def test_run_yaml_history_appended_and_updated(tmp_path: Path) -> None:
     write_run_yaml(first, out)  # at end: same entry updated, not duplicated
     assert [(r.run_id, r.status) for r in load_run_yaml(out)] == [("run-1", "completed")]
 
+    earlier = load_run_yaml(out)[0].to_dict()
+
+    # A second run in the same folder, written as flows.reporting does: at start, then at end.
     second = _record(tmp_path, "run-2")
-    second.finish(status="failed", summary={"error": "FOV 3: corrupt frame"})
+    assert second.status == "running" and second.finished is None
     write_run_yaml(second, out)
     runs = load_run_yaml(out)
-    assert [(r.run_id, r.status) for r in runs] == [("run-1", "completed"), ("run-2", "failed")]
-    assert runs[1].summary["error"] == "FOV 3: corrupt frame"
+    assert [(r.run_id, r.status) for r in runs] == [("run-1", "completed"), ("run-2", "running")]
+    assert runs[1].finished is None
+    assert runs[0].to_dict() == earlier
+    second.finish(summary={"n_fovs": 2, "wall_seconds": 12.5})
+    write_run_yaml(second, out)
+    runs = load_run_yaml(out)
+    assert [(r.run_id, r.status) for r in runs] == [("run-1", "completed"), ("run-2", "completed")]
+    assert runs[0].to_dict() == earlier  # the earlier run's entry is kept as it was
+    assert runs[1].to_dict() == second.to_dict()
+    assert runs[1].finished is not None and runs[1].summary == {"n_fovs": 2, "wall_seconds": 12.5}
     leftovers = sorted(p.name for p in out.iterdir())
     assert leftovers == [RUN_YAML]  # no temporary files left behind
 
@@ -249,6 +309,9 @@ def test_settings_and_start_time_round_trip(tmp_path: Path) -> None:
     rec = _record(tmp_path, "run-s")
     rec.started = iso_time(start)
     rec.settings = {"runner": "process", "n_workers": 4, "retries": None, "reader_options": {}}
+    write_run_yaml(rec, out)  # at start, then at the end (flows.reporting)
+    (running,) = load_run_yaml(out)
+    assert running.settings == rec.settings and running.finished is None
     rec.finish()
     write_run_yaml(rec, out)
     (loaded,) = load_run_yaml(out)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -63,6 +64,9 @@ def _init_worker(environment: dict[str, str]) -> None:
     flow's process."""
     os.environ.clear()
     os.environ.update(environment)
+    # Ctrl-C reaches the whole process group; the flow's process decides what to stop (it
+    # terminates the workers), so a stage is never cut short by a stray KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = parent_process()
     if parent is not None:
         watch = threading.Thread(target=_exit_with_parent, args=(parent.sentinel,), daemon=True)
@@ -155,6 +159,11 @@ class WorkerDiedError(PyamaError):
     (most often the kernel's out-of-memory killer)."""
 
 
+class PoolStoppedError(PyamaError):
+    """The run was interrupted: its workers were stopped while this stage ran (not retried;
+    the next run redoes the stage's unmarked output)."""
+
+
 class StagePool:
     """``n_workers`` worker processes running stages; replaced when one dies.
 
@@ -173,6 +182,7 @@ class StagePool:
         self._running = 0  # stages in the workers now
         self._alone_waiting = 0  # stages waiting to run alone, or running alone
         self._alone = threading.Lock()
+        self._stopped = False  # set by terminate(): no replacement, no re-runs
 
     def _start(self) -> Future[ProcessPoolExecutor]:
         """Start the workers on a helper thread: starting one blocks until it exists (with
@@ -203,7 +213,9 @@ class StagePool:
             with self._shared():
                 return self._submit(stage, job)
         except BrokenProcessPool:
-            pass  # some worker died; the pool is replaced
+            if self._stopped:
+                raise PoolStoppedError(f"fov_{job.fov:03d}: {stage} stopped: interrupted") from None
+            # some worker died; the pool is replaced
         with self._by_itself():
             try:
                 return self._submit(stage, job)
@@ -222,7 +234,7 @@ class StagePool:
             return executor.submit(_execute, stage, job).result()
         except BrokenProcessPool:
             with self._lock:
-                if self._executor is starting:  # the first task to notice replaces the pool
+                if self._executor is starting and not self._stopped:  # first to notice replaces
                     # Wait until every old worker is gone: one still finishing a write must not
                     # overlap the re-run of its stage (one writer per array, always). Tasks
                     # that noticed too wait on the lock, so none re-runs before this returns.
@@ -260,6 +272,20 @@ class StagePool:
                 self._running -= 1
                 self._gate.notify_all()
 
+    def terminate(self) -> None:
+        """Stop the workers now, mid-stage (the run was interrupted): their unmarked outputs
+        are redone by the next run. Stages waiting on them fail with PoolStoppedError."""
+        with self._lock:
+            self._stopped = True
+            starting = self._executor
+        if starting.done() and starting.exception() is None:
+            executor = starting.result()
+            # The executor has no public way to stop running work (terminate_workers is
+            # Python 3.14+): signal its processes, then let shutdown join them.
+            for process in list(getattr(executor, "_processes", {}).values()):
+                process.terminate()
+            executor.shutdown(wait=True, cancel_futures=True)
+
     def close(self) -> None:
         starting = self._executor
         if starting.exception() is None:  # a failed start was reported by run() already
@@ -273,6 +299,10 @@ def stage_pool(n_workers: int) -> Iterator[StagePool]:
     token = _ACTIVE.set(pool)
     try:
         yield pool
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM: do not wait for the stages
+            pool.terminate()
+        raise
     finally:
         _ACTIVE.reset(token)
         pool.close()

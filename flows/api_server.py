@@ -1,0 +1,112 @@
+"""A temporary Prefect API server for one command, in its own session.
+
+Without ``PREFECT_API_URL`` Prefect starts a temporary API server as a child process in the
+command's process group. Ctrl-C in a terminal sends SIGINT to that whole group: the server died
+at once while the flow went on, and Prefect then retried the dead server every 7 s instead of
+exiting (measured: still running after 30 s). Started here instead, the server has a session of
+its own, so Ctrl-C reaches only the command, which records the interruption through the server
+and then stops it. On Linux the kernel also stops it when the command dies (SIGKILL, OOM).
+
+The server is the one Prefect itself starts (``prefect.server.api.server:create_app`` under
+uvicorn, UI off, ephemeral database); starting it does not import Prefect, so it overlaps the
+command's validation.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec (Linux): SIGTERM when the command exits.
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: Prefect's own atexit-style stop remains
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class ApiServer:
+    """A started server: :meth:`wait_ready` before the first API call, :meth:`stop` at the end.
+
+    ``url`` is the API address for ``PREFECT_API_URL``.
+    """
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/api"
+        env = {
+            **os.environ,
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+        }
+        args = ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1"]
+        args += ["--port", str(port), "--log-level", "error", "--lifespan", "on"]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", *args],
+            env=env,
+            start_new_session=True,  # Ctrl-C's SIGINT reaches the command, not the server
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the server answers its health check; RuntimeError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                error = (
+                    self.process.stderr.read().decode(errors="replace")
+                    if self.process.stderr
+                    else ""
+                )
+                raise RuntimeError(
+                    f"the temporary Prefect API server exited ({self.process.returncode}): "
+                    f"{error.strip()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(
+            f"the temporary Prefect API server did not start within {timeout:g} s; the machine "
+            "may be very busy. Run a Prefect server (README) and export PREFECT_API_URL."
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_api_server() -> ApiServer | None:
+    """Start a temporary server unless ``PREFECT_API_URL`` names one already (then None)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    if "prefect.settings" in sys.modules:  # already configured in this process (tests, notebooks)
+        from prefect.settings import PREFECT_API_URL
+
+        if PREFECT_API_URL.value():
+            return None
+    return ApiServer()
