@@ -153,26 +153,13 @@ def _prefect_api(server: ApiServer | None) -> Iterator[None]:
 def run_process(args: argparse.Namespace) -> int:
     # SIGTERM ends the run like Ctrl-C: recorded as interrupted, workers stopped, exit 143.
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
-    # Prefect's temporary API server starts now, in its own session (flows.api_server), and
-    # comes up while the arguments are checked; it stops when the command exits.
-    server = start_api_server()
-    if server is not None:
-        atexit.register(server.stop)  # registered before Prefect's own exit hooks: runs last
     try:
-        return _run_process(args, server)
-    except BaseException as exc:
-        # Bad input (nothing was sent to it), or an interrupt (Prefect has recorded it): the
-        # server is no longer needed, and console_main exits without waiting for Prefect's
-        # background threads.
-        flow_ran = "flows.process" in sys.modules
-        if server is not None and (not flow_ran or not isinstance(exc, Exception)):
-            server.stop()
-        raise
+        return _run_process(args)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_process(args: argparse.Namespace, server: ApiServer | None) -> int:
+def _run_process(args: argparse.Namespace) -> int:
     # A typo in any argument is reported before Prefect or a worker starts.
     from pyama_lib.pipeline.params import parse_params
     from pyama_lib.pipeline.plan import plan_jobs
@@ -192,6 +179,11 @@ def _run_process(args: argparse.Namespace, server: ApiServer | None) -> int:
         params=params,
         reader_options=reader_options,
     )
+    # Prefect's temporary API server, in its own session (flows.api_server), comes up while
+    # Prefect and the workers load; it stops when the command exits.
+    server = start_api_server()
+    if server is not None:
+        atexit.register(server.stop)  # registered before Prefect's own exit hooks: runs last
     if args.runner == "process":
         from pyama_lib.pipeline.pool import prestart
 
@@ -227,6 +219,12 @@ def _run_process(args: argparse.Namespace, server: ApiServer | None) -> int:
         # The other FOVs are done: show them, then the error paragraph and exit status 3
         # (pyama_lib.cli.main reports the re-raised error).
         _print_summary(exc.summary)
+        raise
+    except KeyboardInterrupt:
+        # Prefect has recorded the interruption; nothing more to send, so the server goes now
+        # and console_main exits without waiting for Prefect's background threads.
+        if server is not None:
+            server.stop()
         raise
     finally:
         logger.removeHandler(handler)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,17 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+def assert_group_exits(pgid: int, what: str, seconds: float = 10) -> None:
+    """Fail unless every process of group ``pgid`` is gone within ``seconds`` (then kill them,
+    so a failing test leaves nothing behind)."""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            os.killpg(pgid, 0)  # raises once no process of the group is left
+            time.sleep(0.1)
+        os.killpg(pgid, signal.SIGKILL)
+        pytest.fail(f"{what} outlived the run by {seconds:g} s")
+    except ProcessLookupError:
+        pass

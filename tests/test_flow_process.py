@@ -28,6 +28,7 @@ from pyama_lib.processing.segmentation import segment_frame
 from pyama_lib.processing.tracking import track_masks
 from pyama_lib.provenance import load_run_yaml
 from pyama_lib.synthetic import make_synthetic
+from tests.conftest import assert_group_exits
 
 REPO = Path(__file__).resolve().parents[1]
 FL = [1, 2]
@@ -297,15 +298,7 @@ def test_sigkill_of_the_flow_process_leaves_no_worker_behind(
     (killed,) = load_run_yaml(out)
     assert killed.status == "running" and killed.finished is None
     assert killed.parameters["fovs"] == [0, 1] and killed.input["path"] == str(acquisition)
-    deadline = time.monotonic() + 10
-    try:
-        while time.monotonic() < deadline:
-            os.killpg(proc.pid, 0)  # raises once no process of the run's group is left
-            time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("worker processes outlived the killed run by 10 s")
-    except ProcessLookupError:
-        pass
+    assert_group_exits(proc.pid, "worker processes of the killed run")
     again = _run_cli(*args)
     _, stderr = again.communicate(timeout=180)
     assert again.returncode == 0, stderr

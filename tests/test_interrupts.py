@@ -15,6 +15,7 @@ import pytest
 
 from pyama_lib.provenance import load_run_yaml
 from pyama_lib.synthetic import make_synthetic
+from tests.conftest import assert_group_exits
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,18 +64,6 @@ def _interrupt(proc: subprocess.Popen, out: Path, signum: int, whole_group: bool
     return time.monotonic() - sent
 
 
-def _assert_nothing_left(proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 10
-    try:
-        while time.monotonic() < deadline:
-            os.killpg(proc.pid, 0)  # raises once no process of the run's group is left
-            time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("processes of the interrupted run outlived it by 10 s")
-    except ProcessLookupError:
-        pass
-
-
 def test_ctrl_c_with_the_temporary_server(acquisition, tmp_path):
     """No PREFECT_API_URL: the command starts Prefect's temporary server itself. Ctrl-C reaches
     the whole group; the server (in its own session) survives long enough for the flow run to
@@ -88,7 +77,7 @@ def test_ctrl_c_with_the_temporary_server(acquisition, tmp_path):
     assert "pyama process: interrupted (Ctrl-C); run the same command again to resume" in stderr
     assert "Traceback" not in stderr
     assert elapsed < 15
-    _assert_nothing_left(proc)
+    assert_group_exits(proc.pid, "processes of the interrupted run")
     record = load_run_yaml(out)[-1]
     assert record.status == "interrupted" and record.finished is not None
     # The server had a session of its own: no uvicorn with this run's PREFECT_HOME is left.
@@ -110,7 +99,7 @@ def test_sigterm_to_the_command_then_the_same_command_resumes(prefect_api, acqui
     assert proc.returncode == 143, stderr
     assert "pyama process: interrupted (SIGTERM); run the same command again" in stderr
     assert "Traceback" not in stderr and elapsed < 15
-    _assert_nothing_left(proc)
+    assert_group_exits(proc.pid, "processes of the interrupted run")
     (record,) = load_run_yaml(out)
     assert record.status == "interrupted"
     assert record.summary["reason"].startswith("interrupted")
