@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyama_lib.config import Channels
+from pyama_lib.config import DEFAULT_FL, Channels
 from pyama_lib.io.acquisition import Acquisition, open_acquisition
 from pyama_lib.io.results_yaml import FovResults, load_results, results_file_path
 
@@ -189,7 +189,7 @@ def _set(context: Any, key: str, value: Any) -> None:
 def _channels(value: Any) -> Channels:
     """Our Channels from ours, a ``{"pc", "fl"}`` mapping or any object with pc/fl."""
     if value is None:
-        return Channels(pc=0, fl=(1,))
+        return Channels(pc=0, fl=DEFAULT_FL)
     if isinstance(value, Channels):
         return value
     pc = value.get("pc") if isinstance(value, Mapping) else getattr(value, "pc", None)

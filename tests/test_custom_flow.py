@@ -137,6 +137,10 @@ def test_reextract_reuses_the_recorded_input_channels_and_reader_options(
         reader_options={"times": "measured"},
         runner="thread",
     )
+    # No correct stage: the traces measured the raw fluorescence, and the run record says so.
+    from pyama_lib.provenance import load_run_yaml
+
+    assert load_run_yaml(out)[-1].summary["fl_sources"] == {0: {1: "fl_ch_1"}}
     with open_acquisition(source, times="measured") as acq:
         measured = acq.frame_times(0)
     assert measured.max() > 0  # nominal times would all be 0

@@ -95,6 +95,8 @@ def test_every_output_exists_and_agrees(reference_run, acquisition):
         assert [c for c, _ in entry.fl_corrected] == FL
     runs = load_run_yaml(out)
     assert runs[-1].status == "completed" and runs[-1].input["size"] == acquisition.stat().st_size
+    corrected = {ch: f"fl_corrected_ch_{ch}" for ch in FL}
+    assert runs[-1].summary["fl_sources"] == {fov: corrected for fov in range(3)}
 
 
 def test_run_publishes_artifacts(reference_run):
