@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -54,13 +55,16 @@ class ApiServer:
         }
         args = ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1"]
         args += ["--port", str(port), "--log-level", "error", "--lifespan", "on"]
+        # A file, not a pipe: nobody reads the server's output while it runs, and a full pipe
+        # would block it. Its tail explains a server that failed to start.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", *args],
             env=env,
             start_new_session=True,  # Ctrl-C's SIGINT reaches the command, not the server
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self.log,
         )
 
     def wait_ready(self, timeout: float) -> None:
@@ -68,11 +72,8 @@ class ApiServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                error = (
-                    self.process.stderr.read().decode(errors="replace")
-                    if self.process.stderr
-                    else ""
-                )
+                self.log.seek(0)
+                error = self.log.read().decode(errors="replace")
                 raise RuntimeError(
                     f"the temporary Prefect API server exited ({self.process.returncode}): "
                     f"{error.strip()[-2000:]}"
@@ -98,6 +99,7 @@ class ApiServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.log.close()
 
 
 def start_api_server() -> ApiServer | None:

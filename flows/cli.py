@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import logging
-import multiprocessing.util
 import os
 import signal
 import sys
@@ -27,7 +26,7 @@ import yaml
 from flows.api_server import ApiServer, start_api_server
 from flows.progress import PROGRESS_LOGGER
 from flows.runners import RUNNERS
-from pyama_lib.cli import COMMANDS, EXIT_SIGINT, EXIT_SIGTERM
+from pyama_lib.cli import COMMANDS, EXIT_SIGTERM
 from pyama_lib.cli import main as lib_main
 from pyama_lib.config import DEFAULT_FL, STAGES, Channels, check_counts, select_stages
 from pyama_lib.errors import Interrupted, ParamsError
@@ -187,6 +186,11 @@ def _run_process(args: argparse.Namespace) -> int:
     if args.runner == "process":
         from pyama_lib.pipeline.pool import prestart
 
+        # Workers stopped mid-stage (Ctrl-C, an OOM kill) leave the pool's queue semaphores
+        # to multiprocessing's resource tracker, which unlinks them and then warns about
+        # "leaked semaphore objects": nothing is left behind, so its warning is noise for the
+        # person at the terminal. The tracker process takes its warning filters from here.
+        sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
         prestart()  # the workers' imports overlap loading Prefect and starting the flow run
     from flows.process import process_acquisition  # imports Prefect: only when processing
     from flows.reporting import FovsFailedError
@@ -220,12 +224,6 @@ def _run_process(args: argparse.Namespace) -> int:
         # (pyama_lib.cli.main reports the re-raised error).
         _print_summary(exc.summary)
         raise
-    except KeyboardInterrupt:
-        # Prefect has recorded the interruption; nothing more to send, so the server goes now
-        # and console_main exits without waiting for Prefect's background threads.
-        if server is not None:
-            server.stop()
-        raise
     finally:
         logger.removeHandler(handler)
     _print_summary(summary)
@@ -241,17 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 def console_main() -> None:
     """The ``pyama`` console script. After an interrupt it exits at once: Prefect's background
     threads would otherwise go on retrying the API server that has just been stopped."""
-    code = main()
-    if code in (EXIT_SIGINT, EXIT_SIGTERM):
-        # multiprocessing's own exit hook (not Prefect's): it releases the stopped worker
-        # pool's semaphores, which its resource tracker would otherwise report as leaked.
-        release = getattr(multiprocessing.util, "_exit_function", None)
-        if release is not None:
-            release()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    sys.exit(main())
 
 
 if __name__ == "__main__":

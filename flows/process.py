@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.exceptions import ParameterTypeError
 from prefect.futures import PrefectFuture, as_completed
 from pydantic import Field
 
@@ -40,10 +41,11 @@ from flows.reporting import (
 )
 from flows.runners import make_task_runner, stage_workers
 from pyama_lib.config import DEFAULT_FL, Channels, check_counts, select_stages
+from pyama_lib.errors import ParamsError
 from pyama_lib.io.lock import OutputLock
 from pyama_lib.pipeline.params import ProcessingParams, parse_params
 from pyama_lib.pipeline.plan import FovJob, plan_jobs
-from pyama_lib.pipeline.pool import prestart, unguarded_main_call
+from pyama_lib.pipeline.pool import prestart, stop_workers_on_interrupt, unguarded_main_call
 from tasks.stages import STAGE_TASKS
 
 if TYPE_CHECKING:
@@ -81,7 +83,7 @@ def run_fovs(
         while waiting and len(in_flight) < batch_size:
             submit(waiting.popleft(), 0)
 
-    with task_runner:
+    with task_runner, stop_workers_on_interrupt():
         fill()  # the workers start before the progress artifact's API call
         progress = create_progress_artifact(
             progress=0.0, key="process-progress", description=f"0/{total} FOV stages"
@@ -213,6 +215,10 @@ def process_acquisition(*args: Any, **kwargs: Any) -> ProcessSummary:
     check_counts(arguments["batch_size"], arguments["n_workers"], arguments["retries"])
     arguments["params"] = parse_params(arguments["params"])
     arguments["stages"] = select_stages(arguments["stages"])
+    try:  # what else Prefect would refuse (types, ranges), as a parameter error, not a crash
+        process_acquisition_flow.validate_parameters(dict(arguments))
+    except ParameterTypeError as exc:
+        raise ParamsError(f"bad process_acquisition parameters: {exc}") from None
     if call.arguments["runner"] == "process":
         where = unguarded_main_call()
         if where is None:

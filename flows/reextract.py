@@ -50,6 +50,7 @@ from pyama_lib.io.results_yaml import load_results, results_file_path
 from pyama_lib.io.store import array_name
 from pyama_lib.pipeline.params import ProcessingParams
 from pyama_lib.pipeline.plan import FovJob, Plan, plan_jobs
+from pyama_lib.pipeline.stages import corrected_is_current
 from pyama_lib.processing.features import resolve_features
 from pyama_lib.provenance import load_run_yaml
 from tasks.stages import extract_fov
@@ -69,11 +70,13 @@ class RecordedRun:
 
 def recorded_run(output_dir: str) -> RecordedRun:
     """The input, channels, per-stage parameters and reader options of the folder's latest
-    completed run (``run.yaml``); parameters from ``processing_results.yaml`` when no run
+    run (``run.yaml``); parameters from ``processing_results.yaml`` when no run
     record has them (only this project's sections: a PyAMA-written file has other keys).
     A folder with neither gives defaults.
     """
-    runs = [r for r in load_run_yaml(output_dir) if r.status == "completed"]
+    # Every entry is written once its run has been planned, so the latest one, whatever its
+    # outcome (a run with one failed FOV is "failed"), says how the folder was processed.
+    runs = [r for r in load_run_yaml(output_dir) if r.parameters.get("params") is not None]
     last = runs[-1] if runs else None
     sections = set(ProcessingParams.model_fields)
     params: dict[str, Any] = {}
@@ -101,7 +104,7 @@ def check_ready(plan: Plan) -> None:
         store = job.store
         needed = [array_name("seg_labeled", job.channels.pc)]
         for c in job.channels.fl:
-            if not store.is_complete(array_name("fl_corrected", c)):
+            if not corrected_is_current(job, c):
                 needed.append(array_name("fl", c))
         absent = [n for n in needed if not store.is_complete(n)]
         if absent:

@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 from pyama_lib.errors import PartialFailure
 from pyama_lib.io.results_yaml import results_file_path, update_results_file
 from pyama_lib.io.traces import PARQUET_DIR
+from pyama_lib.pipeline.plan import check_output_owner
 from pyama_lib.pipeline.stages import Plan, results_entries
 from pyama_lib.provenance import RunRecord, iso_time, write_run_yaml
 
@@ -184,7 +185,12 @@ def record_run(
 ) -> Iterator[RunRecord]:
     """The run's run.yaml entry for the block: written at once (``running``), then marked
     ``interrupted`` (Ctrl-C, SIGTERM) or ``failed`` (an error) if the block ends that way
-    before :func:`write_run_outputs` completed it."""
+    before :func:`write_run_outputs` completed it.
+
+    Call it holding the output folder's lock: the folder's owner is checked again first, as
+    another acquisition's run may have taken the folder since this run was planned.
+    """
+    check_output_owner(plan.output_dir, plan.input, plan.base_name)
     record = start_run_record(plan, stages, started, settings)
     try:
         yield record

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pyama_lib.errors import ParamsError
 
@@ -13,24 +13,6 @@ if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
 RUNNERS = ("process", "thread", "dask")
-
-
-def _interruptible_thread_runner(max_workers: int) -> TaskRunner:
-    """Prefect's thread task runner, except that an interrupt (Ctrl-C, SIGTERM) does not wait
-    for the running tasks: Prefect's waits for every running stage to finish (measured 11 s
-    and more) before the flow run can record the interruption. The stages' unmarked outputs
-    are redone by the next run."""
-    from prefect.task_runners import ThreadPoolTaskRunner
-
-    class InterruptibleThreadPoolTaskRunner(ThreadPoolTaskRunner):
-        def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
-            if exc_type is not None and not issubclass(exc_type, Exception):
-                executor, self._executor = self._executor, None
-                if executor is not None:
-                    executor.shutdown(wait=False, cancel_futures=True)
-            super().__exit__(exc_type, exc_value, traceback)
-
-    return InterruptibleThreadPoolTaskRunner(max_workers=max_workers)
 
 
 def make_task_runner(runner: str, n_workers: int, dask_address: str | None = None) -> TaskRunner:
@@ -45,7 +27,9 @@ def make_task_runner(runner: str, n_workers: int, dask_address: str | None = Non
     if n_workers < 1:
         raise ParamsError(f"n_workers must be at least 1, got {n_workers}")
     if runner in ("process", "thread"):
-        return _interruptible_thread_runner(n_workers)
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=n_workers)
     if runner == "dask":
         from prefect_dask import DaskTaskRunner
 

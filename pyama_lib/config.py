@@ -82,6 +82,9 @@ def select_fovs(
     ``fov_start..fov_end`` where -1 means the first / the last FOV."""
     if fovs is not None:
         return parse_fovs(fovs, n_fovs)
+    for name, value in (("fov_start", fov_start), ("fov_end", fov_end)):
+        if value < -1:
+            raise ValueError(f"{name} must be a FOV index or -1 (the first/last), got {value}")
     start = 0 if fov_start < 0 else fov_start
     end = n_fovs - 1 if fov_end < 0 else fov_end
     return parse_fovs(f"{start}-{end}", n_fovs)

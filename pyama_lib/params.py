@@ -35,8 +35,8 @@ def validation_problems(exc: ValidationError, model: type[BaseModel]) -> list[Pr
             problems.append((loc, f"unknown parameter; allowed: {allowed}"))
         else:
             message = error["msg"].removeprefix("Value error, ")
-            got = f" (got {error['input']!r})" if loc else ""
-            problems.append((loc, message + got))
+            given = f"; given: {error['input']!r}" if loc else ""
+            problems.append((loc, message + given))
     return problems
 
 

@@ -76,3 +76,16 @@ def test_the_temporary_server_gets_time_to_start_on_a_busy_first_run():
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
     )
     assert int(out.stdout.split()[-1]) >= 120
+
+
+def test_the_python_entry_point_reports_them_as_parameter_errors(tmp_path):
+    """What Prefect would refuse reaches a caller as PyAMA Flow's ParamsError (the CLI's exit
+    status 2), before a flow run or a worker starts."""
+    from flows.process import process_acquisition
+    from pyama_lib.errors import ParamsError
+
+    with pytest.raises(ParamsError, match="runner"):
+        process_acquisition("a.nd2", str(tmp_path / "out"), runner="gpu")
+    with pytest.raises(ParamsError, match="pc"):
+        process_acquisition("a.nd2", str(tmp_path / "out"), pc=-1)
+    assert not (tmp_path / "out").exists()

@@ -162,3 +162,54 @@ def test_input_identity_recorded_is_the_plans(tmp_path):
     plan = plan_jobs(acq, tmp_path / "out", CH)
     assert plan.input == input_identity(acq)
     assert yaml.safe_load(yaml.safe_dump(plan.describe()))["channels"] == {"pc": 0, "fl": [1]}
+
+
+def test_a_stale_corrected_stack_is_not_measured(tmp_path):
+    """Re-exported in place, then processed without the correct stage (as its own error
+    message suggests): extraction must not measure the old file's corrected pixels."""
+    acq = _acq(tmp_path / "acq", seed=1)
+    out = tmp_path / "out"
+    _process(acq, out)
+    _acq(tmp_path / "acq", seed=2)
+    results = _process(acq, out, stages=["copy", "segment", "track", "extract"])
+    assert results["extract"].info["sources"] == {1: "fl_ch_1"}
+    assert "fl_corrected_ch_1 is stale" in results["extract"].warnings[0]
+    fresh = tmp_path / "fresh"
+    _process(acq, fresh, stages=["copy", "segment", "track", "extract"])
+    pd.testing.assert_frame_equal(_traces(out), _traces(fresh))
+
+
+def test_an_owner_recorded_on_windows_or_by_hand_is_understood(tmp_path):
+    acq = _acq(tmp_path / "acq", seed=1)
+    out = tmp_path / "out"
+    _process(acq, out)
+    identity = input_identity(acq)
+    # The same file, recorded by a run on a Windows PC that mounts the share as Z:
+    windows = {**identity, "path": "Z:\\lab\\acq\\synthetic.ome.tif"}
+    (out / "run.yaml").unlink()
+    write_run_yaml(RunRecord(input=windows, status="completed"), out)
+    plan_jobs(acq, out, CH)  # same name and content: accepted
+    # An entry without size/fingerprint (older or hand-edited): unknown, the stores decide
+    write_run_yaml(RunRecord(input={"path": "/elsewhere/other.nd2"}, status="completed"), out)
+    plan_jobs(acq, out, CH)
+
+
+def test_channels_contradicting_the_folder_are_refused_before_any_work(tmp_path):
+    acq = _acq(tmp_path / "acq", seed=1)
+    out = tmp_path / "out"
+    plan = plan_jobs(acq, out, CH)
+    from pyama_lib.io.results_yaml import update_results_file
+    from pyama_lib.pipeline.stages import results_entries
+
+    run_stage("copy", plan.jobs[0])
+    update_results_file(results_entries(plan, [0]))
+    with pytest.raises(ResultsFileError, match=r"processed with phase contrast 0 and fluor"):
+        plan_jobs(acq, out, Channels(pc=1, fl=(0,)))
+
+
+def test_a_negative_fov_bound_other_than_minus_one_is_refused(tmp_path):
+    from pyama_lib.errors import FovOutOfRangeError
+
+    acq = _acq(tmp_path / "acq", seed=1)
+    with pytest.raises(FovOutOfRangeError, match="fov_start must be a FOV index or -1"):
+        plan_jobs(acq, tmp_path / "out", CH, fov_start=-5)

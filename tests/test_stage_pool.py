@@ -93,10 +93,10 @@ def test_a_stage_that_kills_its_worker_fails_alone_and_spares_the_others(
 def test_a_broken_pool_is_replaced_only_once_its_old_workers_are_gone(
     acq_path, tmp_path, monkeypatch
 ):
-    """One writer per array: FOV 0's worker, terminated with the broken pool, takes 2 s to
+    """One writer per array: FOV 0's worker, terminated with the broken pool, takes 3 s to
     exit (it is finishing a write); the new pool must not start, and FOV 0's stage must not
     run again, before that worker is gone."""
-    monkeypatch.setenv(ENV_VAR, "copy:0:stubborn:2,copy:1:crash")
+    monkeypatch.setenv(ENV_VAR, "copy:0:stubborn:3,copy:1:crash")
     jobs = _jobs(acq_path, tmp_path)
     fired = tmp_path / ".pyama-fault-copy-0-stubborn"
     old_worker_alive_at_restart: list[bool] = []

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from pyama_lib.config import Channels
-from pyama_lib.errors import ResultsFileError
+from pyama_lib.errors import ParamsError, ResultsFileError
 from pyama_lib.io.atomic import atomic_target
 from pyama_lib.io.plain import plain
 
@@ -169,10 +169,13 @@ def _channels_from_dict(data: Any) -> Channels:
     fl = data.get("fl") or []
     if not isinstance(fl, list):
         fl = [fl]
-    return Channels(
-        pc=None if pc is None else _int(pc, "channels.pc"),
-        fl=sorted({_int(c, "channels.fl") for c in fl}),
-    )
+    try:
+        return Channels(
+            pc=None if pc is None else _int(pc, "channels.pc"),
+            fl=sorted({_int(c, "channels.fl") for c in fl}),
+        )
+    except ParamsError as exc:  # e.g. pc listed among fl
+        raise _BadContent(f"channels: {exc}") from None
 
 
 def _fov_from_dict(data: Any, where: str, here: Path, recorded: PurePath | None) -> FovResults:

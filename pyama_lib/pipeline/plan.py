@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from pyama_lib.config import Channels, select_fovs
-from pyama_lib.errors import FovOutOfRangeError, OutputDirError, RunRecordError
+from pyama_lib.errors import (
+    FovOutOfRangeError,
+    OutputDirError,
+    ParamsError,
+    ResultsFileError,
+    RunRecordError,
+)
 from pyama_lib.io.acquisition import Acquisition, acquisition_base_name, open_acquisition
 from pyama_lib.io.results_yaml import load_results, results_file_path
 from pyama_lib.io.store import FovStore, stored_base_names
@@ -88,7 +94,7 @@ def plan_jobs(
     """
     parsed = parse_params(params)
     reader_options = dict(reader_options or {})
-    check_results_file(output_dir)
+    check_results_file(output_dir, channels)
     with open_acquisition(input_path, **reader_options) as acq:
         for c in channels.all:
             acq.check_channel(c)
@@ -140,11 +146,26 @@ def _time_warnings(acq: Acquisition, times: tuple[float, ...]) -> list[str]:
     return []
 
 
-def check_results_file(output_dir: str | Path) -> None:
+def check_results_file(output_dir: str | Path, channels: Channels) -> None:
     """Fail now, before any work, when the folder's ``processing_results.yaml`` is unusable
-    (the run would otherwise do all its work and then fail merging into it)."""
-    if results_file_path(output_dir).is_file():
-        load_results(output_dir)  # raises ResultsFileError naming the file and the fix
+    or its channels contradict ``channels`` (the run would otherwise do all its work and then
+    fail merging into it)."""
+    path = results_file_path(output_dir)
+    if not path.is_file():
+        return
+    old = load_results(output_dir).channels  # raises ResultsFileError naming the file
+    try:  # the channels the merged file would hold
+        Channels(
+            pc=channels.pc if channels.pc is not None else old.pc,
+            fl=tuple(sorted(set(old.fl) | set(channels.fl))),
+        )
+    except ParamsError as exc:
+        raise ResultsFileError(
+            path,
+            f"this folder was processed with phase contrast {old.pc} and fluorescence "
+            f"{list(old.fl)}; this run's channels (pc {channels.pc}, fl {list(channels.fl)}) "
+            f"contradict them ({exc}). Use the same channels, or another output folder.",
+        ) from None
 
 
 def check_output_owner(output_dir: str | Path, identity: Mapping[str, Any], base_name: str) -> None:
@@ -161,7 +182,7 @@ def check_output_owner(output_dir: str | Path, identity: Mapping[str, Any], base
         runs = load_run_yaml(out)
     except RunRecordError:
         runs = []  # write_run_yaml keeps the unreadable file aside; the stores still tell
-    recorded = next((r.input for r in reversed(runs) if r.input), None)
+    recorded = next((r.input for r in reversed(runs) if _identity_known(r.input)), None)
     if recorded is not None:
         same_name = _base_of(recorded["path"]) == base_name
         same_path = Path(recorded["path"]) == Path(identity["path"])
@@ -174,8 +195,15 @@ def check_output_owner(output_dir: str | Path, identity: Mapping[str, Any], base
         raise _not_ours(out, identity["path"], f"acquisition(s) named {', '.join(others)}")
 
 
+def _identity_known(identity: Mapping[str, Any] | None) -> bool:
+    # An entry from an older version, or edited by hand, may lack some of it.
+    return bool(identity) and all(k in identity for k in ("path", "size", "fingerprint"))
+
+
 def _base_of(path: str) -> str:
-    return acquisition_base_name(Path(path))
+    # PureWindowsPath splits at both separators: a run recorded on a Windows lab PC
+    # ("Z:\\lab\\acq.nd2") names the same file as its POSIX mount.
+    return acquisition_base_name(Path(PureWindowsPath(path).name))
 
 
 def _not_ours(out: Path, new: str, owner: str) -> OutputDirError:

@@ -282,7 +282,7 @@ class StagePool:
             executor = starting.result()
             # The executor has no public way to stop running work (terminate_workers is
             # Python 3.14+): signal its processes, then let shutdown join them.
-            for process in list(getattr(executor, "_processes", {}).values()):
+            for process in list((getattr(executor, "_processes", None) or {}).values()):
                 process.terminate()
             executor.shutdown(wait=True, cancel_futures=True)
 
@@ -293,16 +293,31 @@ class StagePool:
 
 
 @contextmanager
+def stop_workers_on_interrupt() -> Iterator[None]:
+    """On Ctrl-C or SIGTERM inside the block, stop the open stage pool's workers at once.
+
+    Put it inside the task runner's block: the runner waits for its running tasks on exit,
+    and those wait for their stages in the workers, which would otherwise run to the end.
+    (Without a pool, stages run on the task threads, which cannot be stopped: the runner then
+    finishes the running stages before the interruption is recorded.)
+    """
+    try:
+        yield
+    except BaseException as exc:
+        pool = _ACTIVE.get()
+        if pool is not None and not isinstance(exc, Exception):
+            pool.terminate()
+        raise
+
+
+@contextmanager
 def stage_pool(n_workers: int) -> Iterator[StagePool]:
     """Open a :class:`StagePool` for the stage tasks submitted inside this block."""
     pool = StagePool(n_workers)
     token = _ACTIVE.set(pool)
     try:
-        yield pool
-    except BaseException as exc:
-        if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM: do not wait for the stages
-            pool.terminate()
-        raise
+        with stop_workers_on_interrupt():
+            yield pool
     finally:
         _ACTIVE.reset(token)
         pool.close()

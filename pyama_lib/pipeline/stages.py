@@ -173,6 +173,25 @@ def _correct_checked(fl: np.ndarray, seg: np.ndarray, params: BackgroundParams) 
     return corrected
 
 
+def _corrected_marker(job: FovJob, store: FovStore, channel: int) -> dict[str, Any]:
+    return _marker(
+        store,
+        job.input_key,
+        job.params.background.as_dict(),
+        [array_name("fl", channel), array_name("seg", job.channels.pc)],
+    )
+
+
+def corrected_is_current(job: FovJob, channel: int) -> bool:
+    """True when the FOV's corrected stack of ``channel`` is complete AND was computed from
+    the current fluorescence, segmentation and background parameters (what the correct stage
+    would write now): a stale one (new input file, other segmentation) must not be measured."""
+    store = job.store
+    return store.is_complete(
+        array_name("fl_corrected", channel), _corrected_marker(job, store, channel)
+    )
+
+
 def _correct(job: FovJob, store: FovStore, result: StageResult, p: ProcessingParams) -> None:
     seg = array_name("seg", job.channels.pc)
     for c in job.channels.fl:
@@ -205,11 +224,17 @@ def _extract(job: FovJob, store: FovStore, result: StageResult, p: ProcessingPar
     for c in job.channels.fl:
         corrected = array_name("fl_corrected", c)
         # PyAMA measures the corrected stack when it exists, else the raw one; say so, since
-        # raw traces carry the uneven illumination that correction removes.
-        fl_name = corrected if store.is_complete(corrected) else array_name("fl", c)
+        # raw traces carry the uneven illumination that correction removes. A corrected stack
+        # of other inputs (a re-exported file, another segmentation) counts as absent.
+        fl_name = corrected if corrected_is_current(job, c) else array_name("fl", c)
         sources[c] = fl_name
         if fl_name != corrected:
-            state = "is half-written" if (store.path / corrected).exists() else "does not exist"
+            if store.is_complete(corrected):
+                state = "is stale (computed from other inputs or parameters)"
+            elif (store.path / corrected).exists():
+                state = "is half-written"
+            else:
+                state = "does not exist"
             result.warnings.append(
                 f"fov_{job.fov:03d} channel {c}: the background-corrected stack {corrected} "
                 f"{state}; traces measure the raw fluorescence ({fl_name}). Run the correct "
@@ -271,8 +296,9 @@ def results_entries(plan: Plan, fovs: Sequence[int]) -> ProcessingResults:
         params=plan.params.as_dict(),
     )
     pc = plan.channels.pc
+    jobs = {job.fov: job for job in plan.jobs}
     for fov in fovs:
-        store = FovStore(out, plan.base_name, fov)
+        store = jobs[fov].store
         entry: FovResults = results.fov(fov)
         for kind, channels in [
             ("pc", [pc]),
@@ -282,7 +308,11 @@ def results_entries(plan: Plan, fovs: Sequence[int]) -> ProcessingResults:
             ("fl_corrected", plan.channels.fl),
         ]:
             for c in channels:
-                if store.is_complete(array_name(kind, c)):
+                if kind == "fl_corrected":  # only one the traces could have measured
+                    current = corrected_is_current(jobs[fov], c)
+                else:
+                    current = store.is_complete(array_name(kind, c))
+                if current:
                     entry.put(kind, c, store.path / array_name(kind, c))
         for c in plan.channels.fl:
             csv = traces_csv_path(out, plan.base_name, fov, c)

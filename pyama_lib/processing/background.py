@@ -82,9 +82,9 @@ class BackgroundParams(Params):
     256
     """
 
-    dilation_size: Annotated[int, Field(ge=1), AfterValidator(_odd)] = 21
-    tile_height: int = Field(256, ge=4)
-    tile_width: int = Field(256, ge=4)
+    dilation_size: Annotated[int, Field(ge=1, strict=True), AfterValidator(_odd)] = 21
+    tile_height: int = Field(256, ge=4, strict=True)
+    tile_width: int = Field(256, ge=4, strict=True)
 
 
 def _validate_mask(seg: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

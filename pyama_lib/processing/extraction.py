@@ -83,10 +83,10 @@ class ExtractionParams(Params):
     ('intensity_mean',)
     """
 
-    min_frames: int = Field(30, ge=0)
-    border_margin: int | None = Field(None, ge=0)
+    min_frames: int = Field(30, ge=0, strict=True)
+    border_margin: int | None = Field(None, ge=0, strict=True)
     features: Annotated[tuple[str, ...], AfterValidator(_registered)] = ()
-    sort_by_cell: bool = False
+    sort_by_cell: bool = Field(False, strict=True)
 
 
 def trace_columns(features: Sequence[str] = ()) -> list[str]:

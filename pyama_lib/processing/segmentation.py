@@ -70,7 +70,7 @@ def _odd(value: int) -> int:
     return value
 
 
-OddSize = Annotated[int, Field(ge=1), AfterValidator(_odd)]
+OddSize = Annotated[int, Field(ge=1, strict=True), AfterValidator(_odd)]
 
 
 class SegmentationParams(Params):
@@ -102,10 +102,10 @@ class SegmentationParams(Params):
     """
 
     filter_size: OddSize = 3
-    n_bins: int = Field(200, ge=1)
+    n_bins: int = Field(200, ge=1, strict=True)
     n_sigma: float = Field(3.0, ge=0)
     structure_size: OddSize = 7
-    iterations: int = Field(3, ge=1)
+    iterations: int = Field(3, ge=1, strict=True)
 
 
 def validate_frame(frame: np.ndarray, name: str = "frame") -> np.ndarray:

@@ -64,10 +64,10 @@ class TrackingParams(Params):
     """
 
     min_iou: float = Field(0.1, ge=0.0, le=1.0)
-    min_area: int | None = Field(None, ge=1)
-    max_area: int | None = Field(None, ge=1)
-    start_new_tracks: bool = False
-    max_gap: int = Field(0, ge=0)
+    min_area: int | None = Field(None, ge=1, strict=True)
+    max_area: int | None = Field(None, ge=1, strict=True)
+    start_new_tracks: bool = Field(False, strict=True)
+    max_gap: int = Field(0, ge=0, strict=True)
 
     @model_validator(mode="after")
     def _area_bounds_ordered(self) -> TrackingParams:
