@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -42,6 +43,12 @@ def register_process(subparsers: Any) -> None:
         description="Process an ND2 or OME-TIFF acquisition into per-cell traces (Zarr store, "
         "PyAMA traces CSVs, processing_results.yaml, traces.parquet, run.yaml).",
     )
+    add_process_arguments(p)
+    p.set_defaults(func=run_process)
+
+
+def add_process_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``pyama process`` (``pyama run`` takes them too)."""
     p.add_argument("input", help="the .nd2 or .ome.tif acquisition")
     p.add_argument("-o", "--output", required=True, help="output folder (created if needed)")
     p.add_argument("--pc", type=int, default=0, help="phase-contrast channel (default 0)")
@@ -64,7 +71,6 @@ def register_process(subparsers: Any) -> None:
         default="nominal",
         help="ND2 frame times: nominal (PyAMA) or measured time stamps",
     )
-    p.set_defaults(func=run_process)
 
 
 def _load_params(path: Path | None) -> dict[str, Any]:
@@ -149,41 +155,30 @@ def _prefect_api(server: ApiServer | None) -> Iterator[None]:
         yield
 
 
-def run_process(args: argparse.Namespace) -> int:
-    # SIGTERM ends the run like Ctrl-C: recorded as interrupted, workers stopped, exit 143.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
-    try:
-        return _run_process(args)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def stops_on_sigterm(run: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """A command that SIGTERM ends like Ctrl-C: recorded as interrupted, exit status 143."""
+
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+        try:
+            return run(args)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return wrapped
 
 
-def _run_process(args: argparse.Namespace) -> int:
-    # A typo in any argument is reported before Prefect or a worker starts.
-    from pyama_lib.pipeline.params import parse_params
-    from pyama_lib.pipeline.plan import plan_jobs
-
-    stages = parse_stages(args.stages)
-    check_counts(batch_size=args.batch_size, n_workers=args.workers, retries=args.retries)
-    params = parse_params(_load_params(args.params))
-    fl = args.fl or list(DEFAULT_FL)
-    reader_options = {"times": args.times} if args.times != "nominal" else {}
-    plan_jobs(
-        args.input,
-        args.output,
-        Channels(pc=args.pc, fl=tuple(fl)),
-        fov_start=args.fov_start,
-        fov_end=args.fov_end,
-        fovs=args.fovs,
-        params=params,
-        reader_options=reader_options,
-    )
-    # Prefect's temporary API server, in its own session (flows.api_server), comes up while
-    # Prefect and the workers load; it stops when the command exits.
+@contextmanager
+def prefect_session(process_workers: bool = False) -> Iterator[None]:
+    """What a flow command needs once its arguments are checked: a Prefect API (the temporary
+    server in its own session, see :mod:`flows.api_server`, unless one is configured) and,
+    for the process runner, the stage workers' import started early."""
+    # The server comes up while Prefect and the workers load; it stops when the command exits.
     server = start_api_server()
     if server is not None:
         atexit.register(server.stop)  # registered before Prefect's own exit hooks: runs last
-    if args.runner == "process":
+    if process_workers:
         from pyama_lib.pipeline.pool import prestart
 
         # Workers stopped mid-stage (Ctrl-C, an OOM kill) leave the pool's queue semaphores
@@ -192,53 +187,90 @@ def _run_process(args: argparse.Namespace) -> int:
         # person at the terminal. The tracker process takes its warning filters from here.
         sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
         prestart()  # the workers' imports overlap loading Prefect and starting the flow run
-    from flows.process import process_acquisition  # imports Prefect: only when processing
-    from flows.reporting import FovsFailedError
+    with _prefect_api(server):
+        yield
 
+
+def process_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``process_acquisition``'s keyword arguments from ``args``, checked without Prefect:
+    a typo in any of them is reported before Prefect or a worker starts."""
+    from pyama_lib.pipeline.params import parse_params
+    from pyama_lib.pipeline.plan import plan_jobs
+
+    stages = parse_stages(args.stages)
+    check_counts(batch_size=args.batch_size, n_workers=args.workers, retries=args.retries)
+    options: dict[str, Any] = {
+        "pc": args.pc,
+        "fl": args.fl or list(DEFAULT_FL),
+        "fov_start": args.fov_start,
+        "fov_end": args.fov_end,
+        "fovs": args.fovs,
+        "batch_size": args.batch_size,
+        "n_workers": args.workers,
+        "runner": args.runner,
+        "dask_address": args.dask_address,
+        "params": parse_params(_load_params(args.params)),
+        "stages": stages,
+        "reader_options": {"times": args.times} if args.times != "nominal" else {},
+    }
+    plan_jobs(
+        args.input,
+        args.output,
+        Channels(pc=options["pc"], fl=tuple(options["fl"])),
+        fov_start=args.fov_start,
+        fov_end=args.fov_end,
+        fovs=args.fovs,
+        params=options["params"],
+        reader_options=options["reader_options"],
+    )
+    return options
+
+
+@contextmanager
+def progress_bar() -> Iterator[None]:
+    """The flow's stage progress as a bar on stderr (see :class:`_ProgressHandler`)."""
     handler = _ProgressHandler(sys.stderr)
     logger = logging.getLogger(PROGRESS_LOGGER)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False  # the bar replaces the log line; Prefect's console would repeat it
     try:
-        with _prefect_api(server):
-            summary = process_acquisition(
-                str(args.input),
-                str(args.output),
-                pc=args.pc,
-                fl=fl,
-                fov_start=args.fov_start,
-                fov_end=args.fov_end,
-                fovs=args.fovs,
-                batch_size=args.batch_size,
-                n_workers=args.workers,
-                runner=args.runner,
-                dask_address=args.dask_address,
-                params=params,
-                stages=stages,
-                retries=args.retries,
-                reader_options=reader_options,
-            )
-    except FovsFailedError as exc:
-        # The other FOVs are done: show them, then the error paragraph and exit status 3
-        # (pyama_lib.cli.main reports the re-raised error).
-        _print_summary(exc.summary)
-        raise
+        yield
     finally:
         logger.removeHandler(handler)
+
+
+@stops_on_sigterm
+def run_process(args: argparse.Namespace) -> int:
+    options = process_options(args)
+    with prefect_session(process_workers=args.runner == "process"):
+        from flows.process import process_acquisition  # imports Prefect: only when processing
+        from flows.reporting import FovsFailedError
+
+        try:
+            with progress_bar():
+                summary = process_acquisition(
+                    str(args.input), str(args.output), retries=args.retries, **options
+                )
+        except FovsFailedError as exc:
+            # The other FOVs are done: show them, then the error paragraph and exit status 3
+            # (pyama_lib.cli.main reports the re-raised error).
+            _print_summary(exc.summary)
+            raise
     _print_summary(summary)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The ``pyama`` command line: the library's commands plus ``process``; returns the exit
-    status."""
-    return lib_main(argv, [*COMMANDS, register_process])
+    """The ``pyama`` command line: the library's commands plus the flows' (process, merge,
+    fit, run); returns the exit status."""
+    from flows.cli_analysis import register_fit, register_merge, register_run
+
+    return lib_main(argv, [*COMMANDS, register_process, register_merge, register_fit, register_run])
 
 
 def console_main() -> None:
-    """The ``pyama`` console script. After an interrupt it exits at once: Prefect's background
-    threads would otherwise go on retrying the API server that has just been stopped."""
+    """The ``pyama`` console script."""
     sys.exit(main())
 
 

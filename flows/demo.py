@@ -1,4 +1,4 @@
-"""``make demo``: a synthetic acquisition through the whole processing flow, end to end.
+"""``make demo``: a synthetic acquisition through the whole pipeline (process, merge, fit).
 
 Runs on the embedded (ephemeral) Prefect API: nothing to start first. Writes under ``.demo/``.
 """
@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
 
-    from flows.process import process_acquisition
+    from flows.pipeline import pyama_pipeline_flow
+    from pyama_lib.pipeline.pool import prestart
     from pyama_lib.synthetic import make_synthetic
 
     if args.out.exists():
@@ -42,16 +43,27 @@ def main(argv: list[str] | None = None) -> int:
         f"synthetic acquisition: {info.path} ({args.fovs} FOVs x {args.frames} frames, "
         f"{args.size}x{args.size}, channels {', '.join(info.channel_names)})"
     )
-    summary = process_acquisition(
+    samples = args.out / "samples.yaml"
+    half = max(1, args.fovs // 2) - 1
+    samples.write_text(
+        f"samples:\n  - {{name: treated, fovs: '0-{half}'}}\n"
+        f"  - {{name: control, fovs: '{half + 1}-{args.fovs - 1}'}}\n"
+        if args.fovs > 1
+        else "samples:\n  - {name: all, fovs: '0'}\n"
+    )
+    prestart()
+    pipeline = pyama_pipeline_flow(
         str(info.path),
         str(args.out / "output"),
+        str(samples),
         pc=0,
         fl=[1, 2],
         n_workers=args.workers,
         batch_size=args.workers,
     )
+    summary = pipeline.process
     print()
-    print(summary)
+    print(pipeline)
     traces = pd.read_parquet(summary.parquet_dir)
     truth = pd.read_csv(info.cells_csv)
     expressing = truth[truth["expresses"]].groupby("fov")["cell"].nunique().sum()
@@ -66,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  traces CSV per FOV  {Path(summary.output_dir)}/fov_XXX/*_traces_ch_*.csv")
     print(f"  traces Parquet      {summary.parquet_dir}")
     print(f"  provenance          {summary.run_yaml}")
+    print(f"  samples (merged)    {pipeline.merge.output_dir}")
+    print("  QC figures")
+    for figure in pipeline.figures:
+        print(f"    {figure}")
     print("  Prefect dashboard   see README: start `prefect server start` and set PREFECT_API_URL")
     return 0
 

@@ -31,6 +31,7 @@ from prefect.exceptions import ParameterTypeError
 from prefect.futures import PrefectFuture, as_completed
 from pydantic import Field
 
+from flows.artifacts import artifact_key
 from flows.progress import report_progress
 from flows.reporting import (
     ProcessSummary,
@@ -86,7 +87,9 @@ def run_fovs(
     with task_runner, stop_workers_on_interrupt():
         fill()  # the workers start before the progress artifact's API call
         progress = create_progress_artifact(
-            progress=0.0, key="process-progress", description=f"0/{total} FOV stages"
+            progress=0.0,
+            key=artifact_key(jobs[0].base_name, "process-progress"),
+            description=f"0/{total} FOV stages",
         )
         done = 0
         while in_flight:

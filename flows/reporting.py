@@ -12,6 +12,7 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
+from flows.artifacts import artifact_key
 from pyama_lib.errors import PartialFailure
 from pyama_lib.io.results_yaml import results_file_path, update_results_file
 from pyama_lib.io.traces import PARQUET_DIR
@@ -256,11 +257,11 @@ def publish_artifacts(summary: ProcessSummary) -> None:
     """A table of cells and trace rows per FOV and a markdown page linking the outputs."""
     create_table_artifact(
         table=summary.table(),
-        key="process-summary",
+        key=artifact_key(summary.base_name, "process-summary"),
         description=f"Cells and trace rows per FOV of {summary.base_name}",
     )
     create_markdown_artifact(
-        key="process-outputs",
+        key=artifact_key(summary.base_name, "process-outputs"),
         description=f"Outputs of {summary.base_name}",
         markdown="\n".join(
             [

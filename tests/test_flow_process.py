@@ -104,7 +104,8 @@ def test_run_publishes_artifacts(reference_run):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.client.schemas.sorting import ArtifactSort
 
-    keys = ["process-progress", "process-summary", "process-outputs"]
+    # Keys name the acquisition, so the dashboard's artifact list tells acquisitions apart.
+    keys = ["synthetic-process-progress", "synthetic-process-summary", "synthetic-process-outputs"]
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)),
@@ -114,9 +115,10 @@ def test_run_publishes_artifacts(reference_run):
     for artifact in found:  # newest first: the reference run's, which ran last
         by_key.setdefault(artifact.key, artifact)
     assert set(by_key) == set(keys)
-    assert by_key["process-progress"].type == "progress" and by_key["process-progress"].data == 100
-    assert by_key["process-summary"].type == "table"
-    assert str(reference_run[0]) in by_key["process-outputs"].data
+    progress = by_key["synthetic-process-progress"]
+    assert progress.type == "progress" and progress.data == 100
+    assert by_key["synthetic-process-summary"].type == "table"
+    assert str(reference_run[0]) in by_key["synthetic-process-outputs"].data
 
 
 @pytest.mark.parametrize("fov", [0, 1, 2])

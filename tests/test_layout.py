@@ -48,9 +48,12 @@ def test_processing_holds_pure_array_functions(path):
 def test_tasks_hold_only_prefect_tasks_and_their_logging():
     assert sorted(p.name for p in (REPO / "tasks").glob("*.py")) == [
         "__init__.py",
+        "analysis.py",
         "logs.py",
         "stages.py",
     ]
+    for name in ("analysis.py", "stages.py"):  # the task modules define Prefect tasks
+        assert "prefect" in {n.split(".")[0] for n in _imports(REPO / "tasks" / name)}, name
 
 
 def test_one_channels_record_and_one_default_fluorescence_channel():

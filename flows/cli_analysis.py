@@ -1,0 +1,193 @@
+"""``pyama merge``, ``pyama fit`` and ``pyama run``: the analysis half from the shell.
+
+As with ``pyama process``, everything that can be checked without Prefect (files, samples,
+model, parameters) is checked first, and the exit statuses are those of :mod:`pyama_lib.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from flows.cli import (
+    add_process_arguments,
+    prefect_session,
+    process_options,
+    progress_bar,
+    stops_on_sigterm,
+)
+from pyama_lib.errors import ParamsError
+
+
+def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="maturation", help="model to fit (default maturation)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="initial value of a parameter, e.g. ktl=500; repeat for more",
+    )
+    p.add_argument(
+        "--bound",
+        action="append",
+        default=[],
+        metavar="NAME=MIN,MAX",
+        help="bounds of a parameter, e.g. km=0.1,5; repeat for more",
+    )
+
+
+def parse_fit_values(
+    params: list[str], bounds: list[str]
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """``["ktl=500"]``, ``["km=0.1,5"]`` -> ``{"ktl": 500.0}``, ``{"km": (0.1, 5.0)}``."""
+
+    def split(text: str, option: str) -> tuple[str, str]:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ParamsError(f"{option} {text!r}: write NAME=VALUE, e.g. {option} ktl=500")
+        return name.strip(), value.strip()
+
+    values: dict[str, float] = {}
+    for text in params:
+        name, value = split(text, "--param")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            raise ParamsError(f"--param {text!r}: {value!r} is not a number") from None
+    limits: dict[str, tuple[float, float]] = {}
+    for text in bounds:
+        name, value = split(text, "--bound")
+        parts = value.split(",")
+        try:
+            low, high = (float(v) for v in parts)
+        except ValueError:
+            raise ParamsError(f"--bound {text!r}: write NAME=MIN,MAX, e.g. km=0.1,5") from None
+        limits[name] = (low, high)
+    return values, limits
+
+
+def register_merge(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "merge",
+        help="merge FOVs into samples: PyAMA's analysis CSVs and a tidy Parquet table",
+        description="Group the FOVs of a processing output into samples and write, per "
+        "sample, fluorescence channel and feature, <sample>_<feature>_ch_<c>.csv (PyAMA's "
+        "format) plus merged.parquet.",
+    )
+    p.add_argument("results", type=Path, help="output folder (or its processing_results.yaml)")
+    p.add_argument("--samples", type=Path, help="samples YAML (default: all FOVs, one sample)")
+    p.add_argument("-o", "--output", type=Path, help="merge folder (default RESULTS/merged)")
+    p.add_argument(
+        "--features",
+        default="intensity_total,area",
+        help="comma-separated trace columns to merge (default intensity_total,area)",
+    )
+    p.add_argument(
+        "--long", action="store_true", help="later PyAMA's long CSVs (time, fov, cell, value)"
+    )
+    p.set_defaults(func=run_merge)
+
+
+@stops_on_sigterm
+def run_merge(args: argparse.Namespace) -> int:
+    from pyama_lib.io.results_yaml import load_results
+    from pyama_lib.io.samples import check_fovs, load_samples
+    from pyama_lib.merge import available_fovs
+
+    results = load_results(args.results)  # a missing or corrupt file: exit 2, before Prefect
+    if args.samples is not None:
+        check_fovs(load_samples(args.samples), available_fovs(results), str(args.samples))
+    features = [f.strip() for f in args.features.split(",") if f.strip()]
+    with prefect_session():
+        from flows.merge import merge_samples_flow
+
+        summary = merge_samples_flow(
+            str(args.results),
+            str(args.samples) if args.samples else None,
+            str(args.output) if args.output else None,
+            features=features,
+            long_format=args.long,
+        )
+    print(summary)
+    for figure in summary.figures:
+        print(f"figure:  {figure}")
+    return 0
+
+
+def register_fit(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "fit",
+        help="fit a gene-expression model to every cell of analysis CSVs",
+        description="Fit a model to every cell column of an analysis CSV, or of every "
+        "analysis CSV in a folder; writes <stem>_fitted.csv (PyAMA's columns), a Parquet "
+        "twin and QC figures beside each.",
+    )
+    p.add_argument("path", type=Path, help="an analysis CSV or a folder of them")
+    _add_fit_arguments(p)
+    p.add_argument("--workers", type=int, default=2, help="parallel workers (default 2)")
+    p.set_defaults(func=run_fit)
+
+
+@stops_on_sigterm
+def run_fit(args: argparse.Namespace) -> int:
+    from flows.fit import check_fit_options
+    from pyama_lib.config import check_counts
+    from pyama_lib.io.fit_results import find_analysis_csvs
+
+    params, bounds = parse_fit_values(args.param, args.bound)
+    check_fit_options(args.model, params, bounds)
+    check_counts(n_workers=args.workers)
+    find_analysis_csvs(args.path)
+    with prefect_session():
+        from flows.fit import fit_traces_flow
+
+        summary = fit_traces_flow(
+            str(args.path), args.model, params or None, bounds or None, n_workers=args.workers
+        )
+    print(summary)
+    return 0
+
+
+def register_run(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="the whole pipeline: process, merge into samples, fit",
+        description="Process an acquisition, merge its FOVs into samples (OUTPUT/merged) and "
+        "fit a model to every cell's intensity_total trace, with QC figures.",
+    )
+    add_process_arguments(p)
+    p.add_argument("--samples", type=Path, help="samples YAML (default: all FOVs, one sample)")
+    _add_fit_arguments(p)
+    p.set_defaults(func=run_pipeline)
+
+
+@stops_on_sigterm
+def run_pipeline(args: argparse.Namespace) -> int:
+    from flows.fit import check_fit_options
+    from pyama_lib.io.samples import load_samples
+
+    options = process_options(args)
+    fit_params, fit_bounds = parse_fit_values(args.param, args.bound)
+    check_fit_options(args.model, fit_params, fit_bounds)
+    if args.samples is not None:
+        load_samples(args.samples)
+    with prefect_session(process_workers=args.runner == "process"):
+        from flows.pipeline import pyama_pipeline_flow
+
+        with progress_bar():
+            summary = pyama_pipeline_flow(
+                str(args.input),
+                str(args.output),
+                samples_yaml=str(args.samples) if args.samples else None,
+                model=args.model,
+                fit_params=fit_params or None,
+                fit_bounds=fit_bounds or None,
+                **options,
+            )
+    print(summary)
+    print("\nfigures:")
+    for figure in summary.figures:
+        print(f"  {figure}")
+    return 0

@@ -1,0 +1,213 @@
+"""``fit_traces``: fit a gene-expression model to every cell of one or more analysis CSVs.
+
+One Prefect task per chunk of cells (:func:`tasks.analysis.fit_chunk_task`), so a large file
+spreads over the workers; then, per CSV, PyAMA's ``<stem>_fitted.csv``, its Parquet twin and two
+QC figures (example fits, parameter and R² histograms) beside it, and a markdown artifact that
+shows the figures in the Prefect UI.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
+
+from flows.artifacts import artifact_key, figures_markdown
+from flows.merge import MERGED_DIR
+from pyama_lib.analysis.models import get_model, model_names, resolve_start_and_bounds
+from pyama_lib.errors import ParamsError, ResultsFileError
+from pyama_lib.figures import fit_examples_figure, histograms_figure, save_png
+from pyama_lib.io.analysis_csv import read_analysis_csv
+from pyama_lib.io.fit_results import find_analysis_csvs, fitted_paths, write_fit_results
+from tasks.analysis import fit_chunk_task
+
+#: Cells per fit task: big enough that a task's overhead (~10 ms) is small against its work.
+CHUNK_CELLS = 256
+
+
+@dataclass
+class FittedFile:
+    """One analysis CSV's fit: where the results are, and how it went."""
+
+    analysis_csv: str
+    fitted_csv: str
+    fitted_parquet: str
+    n_cells: int
+    n_success: int
+    median_r_squared: float
+    figures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FitSummary:
+    """The small object ``fit_traces`` returns."""
+
+    model: str
+    files: list[FittedFile]
+    wall_seconds: float
+
+    def __str__(self) -> str:
+        lines = [f"{'cells':>6} {'fitted':>6} {'median R²':>9}  file"]
+        for f in self.files:
+            lines.append(
+                f"{f.n_cells:>6} {f.n_success:>6} {f.median_r_squared:>9.3f}  {f.fitted_csv}"
+            )
+        lines.append(f"{len(self.files)} file(s), model {self.model}, {self.wall_seconds:.1f} s")
+        return "\n".join(lines)
+
+
+def check_fit_options(
+    model: str,
+    params: dict[str, float] | None,
+    bounds: dict[str, tuple[float, float]] | None,
+) -> None:
+    """Refuse an unknown model, parameter or bound before any work (ParamsError)."""
+    if model not in model_names():
+        raise ParamsError(f"unknown model {model!r}; models are {', '.join(model_names())}")
+    resolve_start_and_bounds(get_model(model), params, bounds)
+
+
+@flow(name="fit-traces", log_prints=True)
+def fit_traces_flow(
+    path: str,
+    model: str = "maturation",
+    params: dict[str, float] | None = None,
+    bounds: dict[str, tuple[float, float]] | None = None,
+    n_workers: Annotated[int, Field(ge=1)] = 2,
+    chunk_cells: Annotated[int, Field(ge=1)] = CHUNK_CELLS,
+    feature: str | None = None,
+) -> FitSummary:
+    """Fit ``model`` to every cell of the analysis CSV ``path``, or of every analysis CSV in
+    the folder ``path`` (``_fitted`` results and per-FOV ``_traces`` CSVs are skipped, as in
+    PyAMA). ``params`` and ``bounds`` override the model's initial values and bounds
+    (``{"ktl": 500}``, ``{"km": (0.1, 5)}``); time is converted to hours as each file's
+    ``# Time units`` line says. ``feature`` keeps only a folder's CSVs of that feature
+    (``intensity_total`` fits ``<sample>_intensity_total_ch_<c>.csv``, not the areas).
+    """
+    logger = get_run_logger()
+    started = time.time()
+    check_fit_options(model, params, bounds)
+    csvs = find_analysis_csvs(path)
+    if feature is not None:
+        csvs = [c for c in csvs if f"_{feature}_ch_" in c.name]
+        if not csvs:
+            raise ResultsFileError(Path(path), f"holds no analysis CSV of feature {feature!r}")
+    tables = {csv: read_analysis_csv(csv) for csv in csvs}
+    logger.info(
+        "fitting %s to %d cell(s) in %d file(s)",
+        model,
+        sum(t.shape[1] for t in tables.values()),
+        len(csvs),
+    )
+    futures: dict[Path, list[PrefectFuture]] = {}
+    with ThreadPoolTaskRunner(max_workers=n_workers) as runner:
+        for csv, table in tables.items():
+            futures[csv] = [
+                runner.submit(
+                    fit_chunk_task,
+                    {
+                        "analysis_csv": str(csv),
+                        "start": start,
+                        "stop": min(start + chunk_cells, table.shape[1]),
+                        "model": model,
+                        "params": params,
+                        "bounds": bounds,
+                        "label": csv.stem,
+                    },
+                )
+                for start in range(0, table.shape[1], chunk_cells)
+            ]
+        files = [
+            _write_outputs(csv, tables[csv], [f.result() for f in futures[csv]], model)
+            for csv in csvs
+        ]
+    summary = FitSummary(model, files, time.time() - started)
+    _publish(summary)
+    return summary
+
+
+def _write_outputs(
+    csv: Path, table: pd.DataFrame, chunks: list[pd.DataFrame], model: str
+) -> FittedFile:
+    names = [str(c) for c in table.columns]
+    fitted = (
+        pd.concat(chunks, ignore_index=True)
+        if chunks
+        else pd.DataFrame(columns=["cell_id", "model_type", "success", "r_squared"])
+    )
+    fitted_csv, parquet = write_fit_results(fitted, names, csv)
+    good = fitted["success"].to_numpy(dtype=bool) if len(fitted) else np.zeros(0, dtype=bool)
+    r2 = fitted["r_squared"].to_numpy(dtype=float) if len(fitted) else np.zeros(0)
+    figures = _figures(csv, table, fitted, model) if len(fitted) else []
+    return FittedFile(
+        analysis_csv=str(csv),
+        fitted_csv=str(fitted_csv),
+        fitted_parquet=str(parquet),
+        n_cells=len(fitted),
+        n_success=int(good.sum()),
+        median_r_squared=float(np.median(r2[good])) if good.any() else 0.0,
+        figures=[str(f) for f in figures],
+    )
+
+
+def _figures(csv: Path, table: pd.DataFrame, fitted: pd.DataFrame, model: str) -> list[Path]:
+    spec = get_model(model)
+    t = table.index.to_numpy(dtype=float)
+    dense = np.linspace(t.min(), t.max(), 200) if t.size else t
+    params = fitted[list(spec.param_names)].to_numpy(dtype=float)
+    curves = spec.evaluate(dense, params).T
+    stem = fitted_paths(csv)[0].with_suffix("")
+    examples = fit_examples_figure(
+        t,
+        table.to_numpy(dtype=float),
+        dense,
+        curves,
+        fitted["r_squared"].to_numpy(dtype=float),
+        [str(c) for c in table.columns],
+        csv.stem,
+    )
+    good = fitted[fitted["success"].astype(bool)]
+    histograms = histograms_figure(
+        {name: good[name].to_numpy() for name in (*spec.param_names, "r_squared")},
+        f"{csv.stem}: fitted {model} parameters ({len(good)} cells)",
+    )
+    return [
+        save_png(examples, stem.with_name(stem.name + "_examples.png")),
+        save_png(histograms, stem.with_name(stem.name + "_histograms.png")),
+    ]
+
+
+def _publish(summary: FitSummary) -> None:
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    rows: list[dict[str, Any]] = [
+        {
+            "file": Path(f.analysis_csv).name,
+            "cells": f.n_cells,
+            "fitted": f.n_success,
+            "median_r_squared": round(f.median_r_squared, 4),
+        }
+        for f in summary.files
+    ]
+    # Named after the data: the folder fitted, or the output folder holding a "merged" one.
+    folder = Path(summary.files[0].analysis_csv).parent if summary.files else Path("fit")
+    first = folder.parent.name if folder.name == MERGED_DIR else folder.name
+    create_table_artifact(
+        table=rows, key=artifact_key(first, "fit-summary"), description="Cells fitted per file"
+    )
+    create_markdown_artifact(
+        key=artifact_key(first, "fit-figures"),
+        description=f"Fits ({summary.model})",
+        markdown=figures_markdown(
+            f"Fits: {summary.model}",
+            [(Path(f.analysis_csv).name, f.figures) for f in summary.files],
+        ),
+    )

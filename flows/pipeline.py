@@ -1,0 +1,124 @@
+"""``pyama_pipeline``: process → merge → fit, one flow run with the three as subflows.
+
+Processing writes the per-FOV traces (and, here, a segmentation picture per FOV); the merge
+groups FOVs into samples (a samples YAML, else all FOVs as one sample named after the
+acquisition) under ``<out>/merged``; the fit fits the model to every cell's
+``intensity_total`` trace. Each part is also its own flow (``process_acquisition``,
+``merge_samples``, ``fit_traces``), and the pipeline resumes like them: finished stages are
+skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from pydantic import Field
+
+from flows.artifacts import artifact_key, figures_markdown
+from flows.fit import FitSummary, check_fit_options, fit_traces_flow
+from flows.merge import MergeSummary, merge_samples_flow
+from flows.process import Channel, Runner, Stage, process_acquisition_flow
+from flows.reporting import ProcessSummary
+from pyama_lib.config import DEFAULT_FL, Channels
+from pyama_lib.io.samples import load_samples
+from pyama_lib.pipeline.params import ProcessingParams
+from pyama_lib.pipeline.plan import plan_jobs
+from tasks.analysis import segmentation_png_task
+
+#: The trace feature the pipeline fits (the others are merged, not fitted).
+FIT_FEATURE = "intensity_total"
+
+
+@dataclass
+class PipelineSummary:
+    """What ``pyama_pipeline`` returns: the three parts' summaries and the QC pictures."""
+
+    process: ProcessSummary
+    merge: MergeSummary
+    fit: FitSummary
+    segmentation_figures: list[str] = field(default_factory=list)
+
+    @property
+    def figures(self) -> list[str]:
+        fits = [f for fitted in self.fit.files for f in fitted.figures]
+        return [*self.segmentation_figures, *self.merge.figures, *fits]
+
+    def __str__(self) -> str:
+        return "\n\n".join([str(self.process), str(self.merge), str(self.fit)])
+
+
+@flow(name="pyama-pipeline", log_prints=True)
+def pyama_pipeline_flow(
+    input_path: str,
+    output_dir: str,
+    samples_yaml: str | None = None,
+    model: str = "maturation",
+    pc: Channel = 0,
+    fl: list[Channel] | None = None,
+    fov_start: Annotated[int, Field(ge=-1)] = -1,
+    fov_end: Annotated[int, Field(ge=-1)] = -1,
+    fovs: str | list[Annotated[int, Field(ge=0)]] | None = None,
+    batch_size: Annotated[int, Field(ge=1)] = 2,
+    n_workers: Annotated[int, Field(ge=1)] = 2,
+    runner: Runner = "process",
+    dask_address: str | None = None,
+    params: ProcessingParams | None = None,
+    stages: list[Stage] | None = None,
+    reader_options: dict[str, Any] | None = None,
+    fit_params: dict[str, float] | None = None,
+    fit_bounds: dict[str, tuple[float, float]] | None = None,
+    long_format: bool = False,
+) -> PipelineSummary:
+    """Process ``input_path`` into ``output_dir``, merge its FOVs into samples and fit
+    ``model`` to every cell. Processing parameters are those of ``process_acquisition``;
+    ``samples_yaml`` those of ``merge_samples``; ``fit_params``/``fit_bounds`` the fit's
+    initial values and bounds (``fit_traces``).
+    """
+    # Everything the later parts need is checked before the long part starts.
+    if samples_yaml:
+        load_samples(samples_yaml)
+    check_fit_options(model, fit_params, fit_bounds)
+    processed = process_acquisition_flow(
+        input_path,
+        output_dir,
+        pc=pc,
+        fl=fl,
+        fov_start=fov_start,
+        fov_end=fov_end,
+        fovs=fovs,
+        batch_size=batch_size,
+        n_workers=n_workers,
+        runner=runner,
+        dask_address=dask_address,
+        params=params,
+        stages=stages,
+        reader_options=reader_options,
+    )
+    plan = plan_jobs(
+        input_path,
+        output_dir,
+        Channels(pc=pc, fl=tuple(fl if fl is not None else DEFAULT_FL)),
+        fovs=[f.fov for f in processed.fovs],
+        params=params,
+        reader_options=reader_options,
+    )
+    pictures = [segmentation_png_task.submit(job) for job in plan.jobs]
+    merged = merge_samples_flow(output_dir, samples_yaml, long_format=long_format)
+    fitted = fit_traces_flow(
+        merged.output_dir,
+        model=model,
+        params=fit_params,
+        bounds=fit_bounds,
+        n_workers=n_workers,
+        feature=FIT_FEATURE,
+    )
+    figures = [p for p in (f.result() for f in pictures) if p is not None]
+    create_markdown_artifact(
+        key=artifact_key(processed.base_name, "segmentation-figures"),
+        description=f"Segmentation and track ids per FOV of {processed.base_name}",
+        markdown=figures_markdown(f"Segmentation of {processed.base_name}", [("FOVs", figures)]),
+    )
+    return PipelineSummary(processed, merged, fitted, figures)

@@ -1,0 +1,61 @@
+"""Prefect tasks of the analysis half: merge, fit a chunk of cells, draw a FOV's QC picture.
+
+Thin wrappers: each reads its inputs from disk by path and returns small results (a fit table
+of one chunk of cells is a few hundred rows), so nothing large crosses the task boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from pyama_lib.analysis.fitting import fit_cells, fit_table
+from pyama_lib.io.analysis_csv import read_analysis_csv
+from pyama_lib.io.samples import Sample
+from pyama_lib.merge import MergeResult, merge_samples
+from pyama_lib.pipeline.plan import FovJob
+from pyama_lib.pipeline.qc import write_segmentation_png
+
+
+@task(name="merge", cache_policy=NO_CACHE)
+def merge_task(
+    results: str,
+    samples: Sequence[Sample],
+    output_dir: str,
+    features: Sequence[str],
+    long_format: bool,
+) -> MergeResult:
+    """Merge the FOVs of ``results`` into per-sample tables (:func:`pyama_lib.merge`)."""
+    return merge_samples(results, samples, output_dir, features, long_format)
+
+
+@task(
+    name="fit",
+    task_run_name="fit {label} cells {start}-{stop}",
+    cache_policy=NO_CACHE,
+)
+def fit_chunk_task(
+    analysis_csv: str,
+    start: int,
+    stop: int,
+    model: str,
+    params: Mapping[str, float] | None,
+    bounds: Mapping[str, tuple[float, float]] | None,
+    label: str = "",
+) -> pd.DataFrame:
+    """Fit cells ``start..stop-1`` (column positions) of one analysis CSV; their fit table."""
+    table = read_analysis_csv(analysis_csv)
+    y = table.iloc[:, start:stop].to_numpy(dtype="float64").T
+    fitted = fit_table(fit_cells(table.index.to_numpy(dtype="float64"), y, model, params, bounds))
+    fitted["cell_id"] += start
+    return fitted
+
+
+@task(name="qc-figure", task_run_name="qc fov_{job.fov:03d}", cache_policy=NO_CACHE)
+def segmentation_png_task(job: FovJob) -> str | None:
+    """The FOV's segmentation and tracking picture (None before tracking has run)."""
+    path = write_segmentation_png(job)
+    return None if path is None else str(path)

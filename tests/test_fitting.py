@@ -1,0 +1,207 @@
+"""fit_cells and fit_table: what the data determine, NaN handling, PyAMA's reference fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import least_squares
+
+from pyama_lib.analysis.fitting import fit_cells, fit_table
+from pyama_lib.analysis.models import (
+    Model,
+    get_model,
+    register_model,
+    resolve_start_and_bounds,
+    unregister_model,
+)
+from pyama_lib.errors import InputDataError, ParamsError
+
+T = np.arange(180, dtype=np.float64) / 6.0  # 30 h, a frame every 10 min
+
+
+def log_uniform(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
+    return np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+
+
+def truth(name: str, n: int, seed: int) -> np.ndarray:
+    """Kinetics like the synthetic acquisitions' (and, for the others, alike)."""
+    rng = np.random.default_rng(seed)
+    offset = rng.uniform(-200.0, 200.0, n)
+    if name == "maturation":
+        cols = [rng.uniform(0.1, 0.9, n), log_uniform(rng, 1e3, 1e4, n)]
+        cols += [log_uniform(rng, 0.5, 3.0, n), log_uniform(rng, 0.05, 0.3, n)]
+        cols += [log_uniform(rng, 0.002, 0.03, n)]
+    elif name == "trivial":
+        cols = [rng.uniform(0.5, 10.0, n), log_uniform(rng, 50.0, 500.0, n)]
+        cols += [log_uniform(rng, 0.05, 0.5, n), log_uniform(rng, 0.005, 0.05, n)]
+    else:
+        cols = [rng.uniform(0.1, 0.9, n), rng.uniform(100, 1000, n), rng.uniform(100, 1000, n)]
+        cols += [log_uniform(rng, 0.3, 3.0, n), log_uniform(rng, 0.01, 0.2, n)]
+    return np.column_stack([*cols, offset])
+
+
+def height(model: Model, p: np.ndarray) -> np.ndarray:
+    """Largest excursion of the expression term over the movie (peak or plateau)."""
+    return np.abs(model.evaluate(T, p) - p[:, -1:]).max(axis=1)
+
+
+@pytest.mark.parametrize("name", ["maturation", "trivial", "maturation_blocked"])
+def test_noise_free_traces_are_fitted_exactly(name: str) -> None:
+    model = get_model(name)
+    p = truth(name, 30, seed=1)
+    fit = fit_cells(T, model.evaluate(T, p), name)
+    assert fit.params.shape == p.shape and fit.params.dtype == np.float64
+    assert fit.success.all() and fit.r_squared.min() > 0.999
+    np.testing.assert_allclose(height(model, fit.params), height(model, p), rtol=0.05)
+    if name == "maturation_blocked":  # the curve jumps at t0: known only to a frame interval
+        assert np.all(np.abs(fit.param("t0") - p[:, 0]) < 1.0 / 6.0)
+    else:
+        np.testing.assert_allclose(fit.param("t0"), p[:, 0], rtol=0.05)
+
+
+def noisy(model: Model, p: np.ndarray, level: float, seed: int) -> np.ndarray:
+    clean = model.evaluate(T, p)
+    rng = np.random.default_rng(seed)
+    return clean + rng.normal(size=clean.shape) * (level * height(model, p))[:, None]
+
+
+@pytest.mark.parametrize("name", ["maturation", "trivial"])
+def test_expressing_cells_with_5_percent_noise(name: str) -> None:
+    model = get_model(name)
+    p = truth(name, 60, seed=2)
+    fit = fit_cells(T, noisy(model, p, 0.05, seed=3), name)
+    assert fit.r_squared.min() > 0.9
+    # the onset and the height stay close; individual rates are not determined
+    np.testing.assert_allclose(height(model, fit.params), height(model, p), rtol=0.15)
+
+
+def pyama_reference(y: np.ndarray, name: str) -> np.ndarray:
+    """R^2 of PyAMA's fit: one least_squares per cell from the defaults, NaN dropped."""
+    model = get_model(name)
+    x0, lower, upper = resolve_start_and_bounds(model)
+    out = []
+    for row in y:
+        keep = np.isfinite(row)
+        t, yy = T[keep], row[keep]
+        res = least_squares(
+            lambda q, t=t, yy=yy: yy - model.evaluate(t, q[None])[0], x0, bounds=(lower, upper)
+        )
+        out.append(max(0.0, 1.0 - (res.fun**2).sum() / ((yy - yy.mean()) ** 2).sum()))
+    return np.array(out)
+
+
+def test_at_least_as_good_as_pyamas_single_start() -> None:
+    """PyAMA's fit is one least_squares from the defaults; ours starts there and elsewhere.
+
+    Measured on 1440 such cells: ours >= PyAMA's (within 1e-9) on 99.2 % of expressing
+    and ~96 % of flat cells; the rest fall short by at most ~4e-3 (another local minimum
+    of noise-dominated t0/km trade-offs). These cells are all at least as good.
+    """
+    model = get_model("maturation")
+    p = truth("maturation", 36, seed=4)
+    y = noisy(model, p, 0.05, seed=5)
+    y[:4] = p[:4, -1:] + np.random.default_rng(6).normal(size=(4, T.size)) * 300  # no signal
+    y[5, 100:] = np.nan  # a cell lost two thirds of the way through
+    shortfall = pyama_reference(y, "maturation") - fit_cells(T, y).r_squared
+    assert shortfall.max() <= 1e-9
+
+
+def test_nan_points_are_dropped() -> None:
+    model = get_model("maturation")
+    p = truth("maturation", 3, seed=7)
+    y = noisy(model, p, 0.05, seed=8)
+    holes = np.zeros(y.shape, dtype=bool)
+    holes[0, ::3] = holes[1, 120:] = True
+    y[holes] = np.nan
+    fit = fit_cells(T, y)
+    assert fit.n_points.tolist() == [120, 120, 180]
+    for i in range(2):  # the same as fitting only the points there are
+        alone = fit_cells(T[~holes[i]], y[i, ~holes[i]])
+        np.testing.assert_allclose(fit.r_squared[i], alone.r_squared[0], atol=1e-9)
+        np.testing.assert_allclose(
+            model.evaluate(T, fit.params[i : i + 1]), model.evaluate(T, alone.params), rtol=1e-4
+        )
+    # a NaN time drops that column for every cell
+    t = T.copy()
+    t[5] = np.nan
+    assert fit_cells(t, y[2:]).n_points.tolist() == [179]
+
+
+def test_too_few_points_are_not_fitted() -> None:
+    y = np.full((3, T.size), np.nan)
+    y[1, :5] = [1.0, 2.0, 3.0, 4.0, 5.0]  # 5 points, 6 parameters
+    y[2] = 7.0  # constant: fitted, but SS_tot is 0
+    fit = fit_cells(T, y)
+    model = get_model("maturation")
+    assert fit.success.tolist()[:2] == [False, False]
+    np.testing.assert_array_equal(fit.params[:2], np.tile(model.default_vector(), (2, 1)))
+    assert fit.r_squared.tolist() == [0.0, 0.0, 0.0] and fit.n_points.tolist() == [0, 5, 180]
+
+
+def test_fit_table_has_pyamas_columns() -> None:
+    model = get_model("maturation")
+    p = truth("maturation", 4, seed=9)
+    y = model.evaluate(T, p)
+    y[2] = np.nan
+    table = fit_table(fit_cells(T, y))
+    assert table.columns.tolist() == [
+        "cell_id", "model_type", "success", "r_squared", "t0", "ktl", "km", "delta", "beta",
+        "offset",
+    ]  # fmt: skip
+    assert table["cell_id"].tolist() == [0, 1, 2, 3]
+    assert set(table["model_type"]) == {"maturation"}
+    assert table["success"].tolist() == [True, True, False, True]
+    assert table["success"].dtype == bool and table["r_squared"].dtype == np.float64
+    assert table.loc[2, "ktl"] == 1e3
+
+
+def test_user_values_and_bounds_are_used() -> None:
+    model = get_model("maturation")
+    p = truth("maturation", 6, seed=10)
+    y = model.evaluate(T, p)
+    fit = fit_cells(T, y, params={"km": 2.0}, bounds={"km": (1.0, 4.0), "ktl": (1.0, 1e6)})
+    assert np.all((fit.param("km") >= 1.0) & (fit.param("km") <= 4.0))
+    assert np.all(fit.param("ktl") <= 1e6)
+    with pytest.raises(ParamsError, match="t0 cannot be overridden"):
+        fit_cells(T, y, params={"t0": 0.5})
+    with pytest.raises(ParamsError, match="unknown model"):
+        fit_cells(T, y, model="exponential")
+    with pytest.raises(InputDataError, match="to match t_hours"):
+        fit_cells(T[:10], y)
+
+
+def test_chunks_one_dimensional_input_and_a_lab_model() -> None:
+    model = get_model("maturation")
+    p = truth("maturation", 9, seed=11)
+    y = noisy(model, p, 0.05, seed=12)
+    whole = fit_cells(T, y)
+    parts = fit_cells(T, y, chunk_cells=4)
+    np.testing.assert_allclose(parts.r_squared, whole.r_squared, atol=1e-12)
+    assert fit_cells(T, y[3]).params.shape == (1, 6)
+
+    def rise(t: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return q[:, 2:3] + q[:, 1:2] * -np.expm1(-np.maximum(t[None, :] - q[:, :1], 0.0))
+
+    def rise_jacobian(t: np.ndarray, q: np.ndarray) -> np.ndarray:
+        on = t[None, :] > q[:, :1]
+        e = np.exp(-np.where(on, t[None, :] - q[:, :1], 0.0))
+        return np.stack([-q[:, 1:2] * e * on, 1 - e, np.ones_like(e)], axis=-1)
+
+    lab = Model(
+        "test_saturating",
+        ("t0", "A", "offset"),
+        defaults={"t0": 1.0, "A": 1.0, "offset": 0.0},
+        bounds={"t0": (0.0, 20.0), "A": (0.0, 1e6), "offset": (-1e6, 1e6)},
+        evaluate=rise,
+        jacobian=rise_jacobian,
+        linear=("A", "offset"),
+        grid={"t0": (0.0, 5.0, 10.0, 15.0)},
+    )
+    register_model(lab)
+    try:
+        q = np.array([[6.3, 250.0, 10.0], [12.4, 80.0, -5.0]])
+        fit = fit_cells(T, rise(T, q), "test_saturating")
+        np.testing.assert_allclose(fit.params, q, rtol=1e-6)
+        assert fit_table(fit)["model_type"].tolist() == ["test_saturating"] * 2
+    finally:
+        unregister_model("test_saturating")
