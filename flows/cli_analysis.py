@@ -7,6 +7,7 @@ model, parameters) is checked first, and the exit statuses are those of :mod:`py
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,8 @@ def parse_fit_values(
             low, high = (float(v) for v in parts)
         except ValueError:
             raise ParamsError(f"--bound {text!r}: write NAME=MIN,MAX, e.g. km=0.1,5") from None
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ParamsError(f"--bound {text!r}: bounds must be finite numbers")
         limits[name] = (low, high)
     return values, limits
 
@@ -100,6 +103,8 @@ def run_merge(args: argparse.Namespace) -> int:
     if args.samples is not None:
         check_fovs(load_samples(args.samples), available_fovs(results), str(args.samples))
     features = [f.strip() for f in args.features.split(",") if f.strip()]
+    if not features:
+        raise ParamsError(f"--features {args.features!r} names no feature")
     with prefect_session():
         from flows.merge import merge_samples_flow
 

@@ -70,14 +70,14 @@ def check_fit_options(
     bounds: dict[str, tuple[float, float]] | None,
 ) -> None:
     """Refuse an unknown model, parameter or bound before any work (ParamsError)."""
-    if model not in model_names():
+    if model.lower() not in model_names():
         raise ParamsError(f"unknown model {model!r}; models are {', '.join(model_names())}")
     resolve_start_and_bounds(get_model(model), params, bounds)
 
 
 @flow(name="fit-traces", log_prints=True)
 def fit_traces_flow(
-    path: str,
+    path: str | list[str],
     model: str = "maturation",
     params: dict[str, float] | None = None,
     bounds: dict[str, tuple[float, float]] | None = None,
@@ -87,19 +87,20 @@ def fit_traces_flow(
 ) -> FitSummary:
     """Fit ``model`` to every cell of the analysis CSV ``path``, or of every analysis CSV in
     the folder ``path`` (``_fitted`` results and per-FOV ``_traces`` CSVs are skipped, as in
-    PyAMA). ``params`` and ``bounds`` override the model's initial values and bounds
-    (``{"ktl": 500}``, ``{"km": (0.1, 5)}``); time is converted to hours as each file's
-    ``# Time units`` line says. ``feature`` keeps only a folder's CSVs of that feature
+    PyAMA), or of each file of a list. ``params`` and ``bounds`` override the model's initial
+    values and bounds (``{"ktl": 500}``, ``{"km": (0.1, 5)}``); time is converted to hours as
+    each file's ``# Time units`` line says. ``feature`` keeps only a folder's CSVs of that feature
     (``intensity_total`` fits ``<sample>_intensity_total_ch_<c>.csv``, not the areas).
     """
     logger = get_run_logger()
     started = time.time()
     check_fit_options(model, params, bounds)
-    csvs = find_analysis_csvs(path)
+    csvs = [c for p in ([path] if isinstance(path, str) else path) for c in find_analysis_csvs(p)]
     if feature is not None:
-        csvs = [c for c in csvs if f"_{feature}_ch_" in c.name]
+        found = csvs
+        csvs = [c for c in found if f"_{feature}_ch_" in c.name]
         if not csvs:
-            raise ResultsFileError(Path(path), f"holds no analysis CSV of feature {feature!r}")
+            raise ResultsFileError(found[0].parent, f"holds no analysis CSV of feature {feature!r}")
     tables = {csv: read_analysis_csv(csv) for csv in csvs}
     logger.info(
         "fitting %s to %d cell(s) in %d file(s)",

@@ -11,6 +11,7 @@ skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 from prefect import flow
@@ -107,13 +108,13 @@ def pyama_pipeline_flow(
     )
     pictures = [segmentation_png_task.submit(job) for job in plan.jobs]
     merged = merge_samples_flow(output_dir, samples_yaml, long_format=long_format)
+    # This merge's files only: the folder may hold CSVs of an earlier merge's other samples.
     fitted = fit_traces_flow(
-        merged.output_dir,
+        [f for f in merged.files if f"_{FIT_FEATURE}_ch_" in Path(f).name],
         model=model,
         params=fit_params,
         bounds=fit_bounds,
         n_workers=n_workers,
-        feature=FIT_FEATURE,
     )
     figures = [p for p in (f.result() for f in pictures) if p is not None]
     create_markdown_artifact(

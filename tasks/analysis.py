@@ -18,6 +18,9 @@ from pyama_lib.io.samples import Sample
 from pyama_lib.merge import MergeResult, merge_samples
 from pyama_lib.pipeline.plan import FovJob
 from pyama_lib.pipeline.qc import write_segmentation_png
+from tasks.logs import quiet_expected_errors
+
+quiet_expected_errors()
 
 
 @task(name="merge", cache_policy=NO_CACHE)

@@ -213,3 +213,21 @@ def test_a_negative_fov_bound_other_than_minus_one_is_refused(tmp_path):
     acq = _acq(tmp_path / "acq", seed=1)
     with pytest.raises(FovOutOfRangeError, match="fov_start must be a FOV index or -1"):
         plan_jobs(acq, tmp_path / "out", CH, fov_start=-5)
+
+
+def test_a_relative_output_folder_is_recorded_absolute(tmp_path, monkeypatch):
+    """`pyama process x -o out` from any working folder: the results file must name files
+    that exist (it recorded out/out/... once)."""
+    from pyama_lib.io.results_yaml import load_results, update_results_file
+    from pyama_lib.pipeline.stages import results_entries
+
+    acq = _acq(tmp_path / "acq", seed=1)
+    monkeypatch.chdir(tmp_path)
+    plan = plan_jobs(acq, "out", CH)
+    assert Path(plan.output_dir) == tmp_path / "out"
+    for s in STAGES:
+        run_stage(s, plan.jobs[0])
+    update_results_file(results_entries(plan, [0]))
+    monkeypatch.chdir(tmp_path / "acq")  # read from elsewhere
+    entry = load_results(tmp_path / "out").results_paths[0]
+    assert all(p.exists() for _, p in entry.traces_csv) and entry.seg[1].exists()

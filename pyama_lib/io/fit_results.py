@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,13 +39,22 @@ def fitted_paths(analysis_csv: str | Path) -> tuple[Path, Path]:
     return stem.with_suffix(".csv"), stem.with_suffix(".parquet")
 
 
+_TRACES_CSV = re.compile(r"_traces_ch_\d+(_inspected)?\.csv$")
+
+
 def is_analysis_csv(path: Path) -> bool:
-    """A ``.csv`` that is not a fit result, a per-FOV traces CSV or an inspected copy."""
+    """A ``.csv`` that is not a fit result, a per-FOV traces CSV or an inspected copy.
+
+    Examples
+    --------
+    >>> [is_analysis_csv(Path(n)) for n in ("wt_traces_area_ch_1.csv", "x_traces_ch_1.csv")]
+    [True, False]
+    """
     name = path.name.lower()
     return (
         name.endswith(".csv")
         and not name.endswith(f"{FITTED_SUFFIX}.csv")
-        and "_traces" not in name
+        and not _TRACES_CSV.search(name)
         and not name.endswith("_inspected.csv")
         and not name.startswith(".")
     )
@@ -60,6 +70,12 @@ def find_analysis_csvs(path: str | Path) -> list[Path]:
     """
     target = Path(path)
     if target.is_file():
+        if not is_analysis_csv(target):
+            raise ResultsFileError(
+                target,
+                "is not an analysis CSV (a per-FOV traces CSV, a fit result or an inspected "
+                "copy); merge the traces first (pyama merge) and fit the merged CSVs",
+            )
         return [target]
     if not target.is_dir():
         raise ResultsFileError(target, "no such file or folder; give an analysis CSV or a folder")
@@ -94,7 +110,7 @@ def write_fit_results(
         raise ValueError(f"{len(table)} fit rows but {len(columns)} cell columns")
     csv, parquet = fitted_paths(analysis_csv)
     with atomic_target(csv) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6f")
+        table.to_csv(tmp, index=False)  # full precision: rates near their 1e-5 bounds
     twin = table.copy()
     ids = [_cell_ids(name) for name in columns]
     twin.insert(1, "column", [str(c) for c in columns])

@@ -94,6 +94,9 @@ def plan_jobs(
     """
     parsed = parse_params(params)
     reader_options = dict(reader_options or {})
+    # Absolute from here on: every path the run records (processing_results.yaml, run.yaml)
+    # must name the files wherever the reader's working folder is.
+    output_dir = Path(output_dir).absolute()
     check_results_file(output_dir, channels)
     with open_acquisition(input_path, **reader_options) as acq:
         for c in channels.all:
