@@ -40,8 +40,8 @@ from flows.reporting import (
     record_run,
     write_run_outputs,
 )
-from flows.runners import make_task_runner, stage_workers
-from pyama_lib.config import DEFAULT_FL, Channels, check_counts, select_stages
+from flows.runners import RUNNERS, make_task_runner, stage_workers
+from pyama_lib.config import DEFAULT_FL, STAGES, Channels, check_counts, select_stages
 from pyama_lib.errors import ParamsError
 from pyama_lib.io.lock import OutputLock
 from pyama_lib.pipeline.params import ProcessingParams, parse_params
@@ -115,8 +115,9 @@ def run_fovs(
     return results
 
 
-Runner = Literal["process", "thread", "dask"]
-Stage = Literal["copy", "segment", "correct", "track", "extract"]
+# The dashboard's choices, from the one list of each (Literal[("a", "b")] is Literal["a", "b"]).
+Runner = Literal[RUNNERS]  # type: ignore[valid-type]
+Stage = Literal[STAGES]  # type: ignore[valid-type]
 Channel = Annotated[int, Field(ge=0)]
 
 

@@ -145,7 +145,7 @@ def reextract_with_features(
 ) -> ProcessSummary:
     """Re-run only the extract stage on an existing output, with extra feature columns.
 
-    What is not given is taken from the folder's latest completed run (``run.yaml``): the
+    What is not given is taken from the folder's latest run (``run.yaml``): the
     input, the channels, the reader options (e.g. ``times="measured"``, so the frame times stay
     those of the original run) and the other parameters.
 

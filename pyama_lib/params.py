@@ -9,9 +9,9 @@ its named fields, defaults and limits.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from pyama_lib.errors import ParamsError
 
@@ -79,3 +79,13 @@ class Params(BaseModel):
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-safe dict (for completion markers and run records)."""
         return self.model_dump(mode="json")
+
+
+def _odd(value: int) -> int:
+    if value % 2 == 0:
+        raise ValueError("must be odd")
+    return value
+
+
+#: A square's side in pixels: an odd integer >= 1, so the square has a centre pixel.
+OddSize = Annotated[int, Field(ge=1, strict=True), AfterValidator(_odd)]

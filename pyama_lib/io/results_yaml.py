@@ -328,6 +328,15 @@ def save_results(results: ProcessingResults, path: str | Path | None = None) -> 
 # -- merging ----------------------------------------------------------------------------------
 
 
+def union_channels(old: Channels, new: Channels) -> Channels:
+    """The channels of a merged results file: ``new``'s phase contrast (``old``'s if it has
+    none) and the union of the fluorescence channels; ParamsError if they contradict."""
+    return Channels(
+        pc=new.pc if new.pc is not None else old.pc,
+        fl=tuple(sorted(set(old.fl) | set(new.fl))),
+    )
+
+
 def merge_results(existing: ProcessingResults, new: ProcessingResults) -> ProcessingResults:
     """Union of two results: every FOV and channel of either; ``new`` wins where both have one.
 
@@ -343,10 +352,7 @@ def merge_results(existing: ProcessingResults, new: ProcessingResults) -> Proces
     old, fresh = copy.deepcopy(existing), copy.deepcopy(new)
     merged = ProcessingResults(
         output_dir=fresh.output_dir,
-        channels=Channels(
-            pc=fresh.channels.pc if fresh.channels.pc is not None else old.channels.pc,
-            fl=sorted(set(old.channels.fl) | set(fresh.channels.fl)),
-        ),
+        channels=union_channels(old.channels, fresh.channels),
         params={**old.params, **fresh.params},
         time_units=fresh.time_units,
         extra={**old.extra, **fresh.extra},

@@ -21,7 +21,7 @@ from pyama_lib.errors import (
     RunRecordError,
 )
 from pyama_lib.io.acquisition import Acquisition, acquisition_base_name, open_acquisition
-from pyama_lib.io.results_yaml import load_results, results_file_path
+from pyama_lib.io.results_yaml import load_results, results_file_path, union_channels
 from pyama_lib.io.store import FovStore, stored_base_names
 from pyama_lib.pipeline.params import ProcessingParams, parse_params
 from pyama_lib.provenance import identity_key, input_identity, load_run_yaml
@@ -157,11 +157,8 @@ def check_results_file(output_dir: str | Path, channels: Channels) -> None:
     if not path.is_file():
         return
     old = load_results(output_dir).channels  # raises ResultsFileError naming the file
-    try:  # the channels the merged file would hold
-        Channels(
-            pc=channels.pc if channels.pc is not None else old.pc,
-            fl=tuple(sorted(set(old.fl) | set(channels.fl))),
-        )
+    try:
+        union_channels(old, channels)  # what the run's results would be merged into
     except ParamsError as exc:
         raise ResultsFileError(
             path,

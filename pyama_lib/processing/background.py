@@ -31,14 +31,12 @@ frame tried the result was bit-identical to PyAMA's (x, y) fit, the tests allow 
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import numpy as np
-from pydantic import AfterValidator, Field
+from pydantic import Field
 from scipy.interpolate import InterpolatedUnivariateSpline, RectBivariateSpline
 
 from pyama_lib.errors import InputDataError
-from pyama_lib.params import Params
+from pyama_lib.params import OddSize, Params
 from pyama_lib.processing.segmentation import dilate_square, validate_frame
 
 __all__ = [
@@ -51,12 +49,6 @@ __all__ = [
     "window_edges",
     "window_medians",
 ]
-
-
-def _odd(value: int) -> int:
-    if value % 2 == 0:
-        raise ValueError("must be odd")
-    return value
 
 
 class BackgroundParams(Params):
@@ -82,7 +74,7 @@ class BackgroundParams(Params):
     256
     """
 
-    dilation_size: Annotated[int, Field(ge=1, strict=True), AfterValidator(_odd)] = 21
+    dilation_size: OddSize = 21
     tile_height: int = Field(256, ge=4, strict=True)
     tile_width: int = Field(256, ge=4, strict=True)
 

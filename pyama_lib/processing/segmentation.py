@@ -35,14 +35,13 @@ The result equals PyAMA's bit for bit, and each step is faster than PyAMA's way:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
 
 import numpy as np
-from pydantic import AfterValidator, Field
+from pydantic import Field
 from scipy import ndimage as ndi
 
 from pyama_lib.errors import InputDataError
-from pyama_lib.params import Params
+from pyama_lib.params import OddSize, Params
 
 __all__ = [
     "SegmentationParams",
@@ -62,15 +61,6 @@ _TRANSPOSE_BLOCK = 256
 _ROW_BLOCK = 32
 # Widest window whose sums of 16-bit integers are exact in float32 (size * 65535 < 2**24).
 _MAX_EXACT_WINDOW = 255
-
-
-def _odd(value: int) -> int:
-    if value % 2 == 0:
-        raise ValueError("must be odd")
-    return value
-
-
-OddSize = Annotated[int, Field(ge=1, strict=True), AfterValidator(_odd)]
 
 
 class SegmentationParams(Params):
