@@ -73,7 +73,7 @@ def add_process_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _load_params(path: Path | None) -> dict[str, Any]:
+def load_params_file(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
@@ -209,7 +209,7 @@ def process_options(args: argparse.Namespace) -> dict[str, Any]:
         "n_workers": args.workers,
         "runner": args.runner,
         "dask_address": args.dask_address,
-        "params": parse_params(_load_params(args.params)),
+        "params": parse_params(load_params_file(args.params)),
         "stages": stages,
         "reader_options": {"times": args.times} if args.times != "nominal" else {},
     }
@@ -264,9 +264,11 @@ def run_process(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The ``pyama`` command line: the library's commands plus the flows' (process, merge,
     fit, run); returns the exit status."""
+    from deployments.cli import register_serve, register_watch  # the entry point wires all
     from flows.cli_analysis import register_fit, register_merge, register_run
 
-    return lib_main(argv, [*COMMANDS, register_process, register_merge, register_fit, register_run])
+    commands = [register_process, register_merge, register_fit, register_run]
+    return lib_main(argv, [*COMMANDS, *commands, register_serve, register_watch])
 
 
 def console_main() -> None:

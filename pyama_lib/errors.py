@@ -109,6 +109,11 @@ class RunLockedError(PyamaError):
         return (type(self), (self.folder, self.lock_file, self.pid, self.hostname, self.started))
 
 
+class InboxPathError(PathError):
+    """A path from an event or the inbox that is refused: outside the inbox, not an
+    acquisition, or gone; or the watcher's ledger cannot be read."""
+
+
 class RunRecordError(PathError):
     """The run record ``<out>/run.yaml`` exists but cannot be read."""
 

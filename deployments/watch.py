@@ -1,0 +1,217 @@
+"""``pyama watch``: announce each acquisition in a folder once it is complete.
+
+The folder is watched with watchdog: inotify events on a local disk, or polling (a listing
+every few seconds) where no events arrive, as on SMB/NFS shares; the share's file system type
+is read from /proc/mounts, so polling is chosen by itself there (``--poll`` forces it). A
+candidate is announced (:func:`deployments.events.announce`) when its size and modification
+time have not changed for the quiet period AND it opens cleanly
+(:func:`pyama_lib.inbox.not_ready`). The ledger (:class:`pyama_lib.inbox.AnnouncedLedger`)
+remembers every announced version, so a restarted watcher announces only what is new,
+including files that finished while it was down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from pyama_lib.errors import InboxPathError
+from pyama_lib.inbox import (
+    AnnouncedLedger,
+    FileVersion,
+    find_acquisitions,
+    is_acquisition,
+    not_ready,
+    resolve_in_inbox,
+)
+
+#: File systems that deliver no inotify events for changes made by other machines.
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        *("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs", "davfs"),
+        *("ceph", "fuse.ceph", "glusterfs", "fuse.glusterfs", "lustre", "gpfs", "beegfs"),
+        "fuse.rclone",
+    }
+)
+
+
+def filesystem_type(path: str | Path) -> str | None:
+    """The type (``ext4``, ``nfs4``, ``cifs``...) of the file system holding ``path``, from
+    /proc/mounts; None where that cannot be read (not Linux)."""
+    target = str(Path(path).resolve())
+    best, kind = "", None
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = fields[1].replace("\\040", " ")
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, kind = mount, fields[2]
+    return kind
+
+
+def default_ledger(folders: Sequence[str | Path]) -> Path:
+    """``$XDG_STATE_HOME/pyama-flow/watch-<hash of the folders>.json`` (default state home
+    ``~/.local/state``): outside the inbox, which may be a read-only share."""
+    key = "\n".join(sorted(str(Path(f).resolve()) for f in folders))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    home = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return home / "pyama-flow" / f"watch-{digest}.json"
+
+
+class _Candidates(FileSystemEventHandler):
+    """Collects the acquisition paths that watchdog reports as created, changed or moved."""
+
+    def __init__(self) -> None:
+        self.paths: set[Path] = set()
+        self.lock = threading.Lock()
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            path = os.fsdecode(raw)
+            if path and is_acquisition(path):
+                with self.lock:
+                    self.paths.add(Path(path))
+
+    def take(self) -> set[Path]:
+        with self.lock:
+            taken, self.paths = self.paths, set()
+        return taken
+
+
+@dataclass
+class _Seen:
+    signature: tuple[int, int]  # size, mtime_ns
+    since: float  # monotonic time the signature was first seen
+    said: str = ""  # the last "not ready" reason logged
+
+
+class Watcher:
+    """Watch ``folders`` (recursively) and call ``announce(version)`` once per complete
+    acquisition version; :meth:`check` does one round (the loop in :meth:`run`)."""
+
+    def __init__(
+        self,
+        folders: Sequence[str | Path],
+        ledger: AnnouncedLedger,
+        announce: Callable[[FileVersion], None],
+        quiet_seconds: float = 30.0,
+        poll: bool | None = None,
+        poll_seconds: float = 5.0,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.folders = [Path(f).resolve() for f in folders]
+        self.ledger = ledger
+        self.announce = announce
+        self.quiet_seconds = quiet_seconds
+        self.poll_seconds = poll_seconds
+        self.log = log
+        self.poll = poll
+        self._handler = _Candidates()
+        self._seen: dict[Path, _Seen] = {}
+        self._observer: BaseObserver | None = None
+
+    def _how(self, folder: Path) -> tuple[bool, str]:
+        """Whether ``folder`` needs polling, and the sentence that says how it is watched."""
+        kind = filesystem_type(folder)
+        if self.poll or (self.poll is None and kind in NETWORK_FILESYSTEMS):
+            why = "--poll" if self.poll else f"{kind} delivers no change events"
+            return True, f"polling every {self.poll_seconds:g} s ({why})"
+        return False, "change events (inotify)"
+
+    def _observe(self, polling: bool) -> None:
+        self._observer = PollingObserver(timeout=self.poll_seconds) if polling else Observer()
+        for folder in self.folders:
+            self._observer.schedule(self._handler, str(folder), recursive=True)
+        self._observer.start()
+
+    def start(self) -> None:
+        """Start watching, and take every unannounced acquisition already there as a candidate."""
+        hows = [self._how(f) for f in self.folders]
+        for folder, (_, how) in zip(self.folders, hows, strict=True):
+            self.log(f"watching {folder}: {how}")
+        try:  # one observer for all folders: polling if any folder needs it
+            self._observe(any(polling for polling, _ in hows))
+        except OSError as exc:  # e.g. the inotify watch limit: polling still works
+            self.log(f"change events unavailable ({exc}); polling every {self.poll_seconds:g} s")
+            self._observe(True)
+        existing = [p for f in self.folders for p in find_acquisitions(f)]
+        for path in self.ledger.unannounced(existing):
+            self._seen.setdefault(path, _Seen((-1, -1), time.monotonic()))
+        self.log(f"{len(existing)} acquisition(s) present, {len(self._seen)} not yet announced")
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=10)
+
+    def check(self) -> list[FileVersion]:
+        """One round: update the candidates, announce those that are complete; returns them."""
+        now = time.monotonic()
+        for path in self._handler.take():
+            self._seen.setdefault(path, _Seen((-1, -1), now))
+        announced = []
+        for path, seen in list(self._seen.items()):
+            if not path.exists():  # deleted or renamed away: a new name is a candidate itself
+                del self._seen[path]
+                continue
+            try:
+                resolve_in_inbox(path, self.folders)  # a symlink out of the folder is refused
+                version = FileVersion.of(path)
+            except InboxPathError as exc:
+                self.log(f"not announced: {exc}")
+                del self._seen[path]
+                continue
+            except OSError:  # gone in between
+                del self._seen[path]
+                continue
+            signature = (version.size, version.mtime_ns)
+            if signature != seen.signature:
+                seen.signature, seen.since = signature, now
+                continue
+            if self.ledger.has(version):  # e.g. touched back to an announced state
+                del self._seen[path]
+                continue
+            reason = not_ready(path, self.quiet_seconds, unchanged_for=now - seen.since)
+            if reason is not None:
+                if reason != seen.said and not reason.startswith("still being written"):
+                    self.log(f"waiting for {path}: {reason}")
+                seen.said = reason
+                if now - seen.since >= self.quiet_seconds:
+                    seen.since = now  # quiet but not openable: look again after another period
+                continue
+            try:
+                self.announce(version)
+            except Exception as exc:  # the server is down: keep it, try again next round
+                self.log(f"could not announce {path} ({type(exc).__name__}: {exc}); will retry")
+                continue
+            self.ledger.add(version)
+            del self._seen[path]
+            announced.append(version)
+            self.log(f"announced {version.describe()}")
+        return announced
+
+    def run(self, stop: threading.Event, interval: float = 1.0) -> None:
+        """:meth:`start`, then :meth:`check` every ``interval`` s until ``stop`` is set."""
+        self.start()
+        try:
+            while not stop.is_set():
+                self.check()
+                stop.wait(interval)
+        finally:
+            self.stop()

@@ -1,0 +1,182 @@
+"""Flows of the inbox service (``pyama serve``): one acquisition that finished, and a sweep.
+
+``process_new_acquisition`` takes the path an event (``pyama.acquisition.finished``) or a sweep
+names, refuses it unless it resolves inside the inbox, and processes it into
+``<output_root>/<sub-folders>/<base name>/``: the whole pipeline (process → merge → fit) when a
+samples file is configured, else processing alone. A version already processed there is
+skipped (``inbox.yaml``), so an event delivered twice costs one quick run that reads nothing.
+
+``sweep_inbox`` runs on a schedule: every acquisition in the inbox that is complete, not yet
+processed and not already handed to a run of ``process_new_acquisition`` (for this version of
+the file: a run created after the file last changed, in any state, counts) gets one run of that
+deployment. So an acquisition whose announcement was lost is still processed, once; and a
+failed one is not retried by every sweep, but shows as failed in the dashboard until a person
+runs it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
+from pydantic import Field
+
+from flows.process import Channel, Runner, process_acquisition_flow
+from pyama_lib.errors import InboxPathError
+from pyama_lib.inbox import (
+    FileVersion,
+    find_acquisitions,
+    is_processed,
+    not_ready,
+    output_folder,
+    record_processed,
+    resolve_in_inbox,
+)
+from pyama_lib.pipeline.params import ProcessingParams
+from tasks.logs import quiet_expected_errors
+
+quiet_expected_errors()  # a refused path fails its run with the message, not a traceback
+
+#: The deployments ``pyama serve`` creates (deployments/serve.py).
+ACQUISITION_DEPLOYMENT = "process-new-acquisition/on-acquisition-finished"
+SWEEP_DEPLOYMENT = "sweep-inbox/inbox-sweep"
+
+
+@dataclass
+class AcquisitionOutcome:
+    """What ``process_new_acquisition`` did: ``status`` is ``processed`` or ``skipped``."""
+
+    path: str
+    output_dir: str
+    status: str
+
+
+def _run_name() -> str:
+    # The dashboard's run list names the acquisition, not a random adjective-animal.
+    return Path(str(flow_run.parameters.get("path", "acquisition"))).name
+
+
+@flow(name="process-new-acquisition", flow_run_name=_run_name, log_prints=True)
+def process_new_acquisition_flow(
+    path: str,
+    inbox: list[str],
+    output_root: str,
+    samples_yaml: str | None = None,
+    model: str = "maturation",
+    pc: Channel = 0,
+    fl: list[Channel] | None = None,
+    n_workers: Annotated[int, Field(ge=1)] = 2,
+    batch_size: Annotated[int, Field(ge=1)] = 2,
+    runner: Runner = "process",
+    params: ProcessingParams | None = None,
+) -> AcquisitionOutcome:
+    """Process the finished acquisition at ``path`` (absolute, inside one of the ``inbox``
+    folders) into ``<output_root>/<sub-folders>/<base name>``; with ``samples_yaml``, merge
+    and fit ``model`` as well. The other parameters are ``process_acquisition``'s.
+    """
+    logger = get_run_logger()
+    acquisition, root = resolve_in_inbox(path, inbox)  # refused: the run fails, nothing read
+    version = FileVersion.of(acquisition)
+    out = output_folder(acquisition, root, output_root)
+    if is_processed(out, version):
+        logger.info("%s was processed already into %s; nothing to do", acquisition, out)
+        return AcquisitionOutcome(str(acquisition), str(out), "skipped")
+    logger.info("processing %s into %s", version.describe(), out)
+    options: dict[str, Any] = {
+        "pc": pc,
+        "fl": fl,
+        "n_workers": n_workers,
+        "batch_size": batch_size,
+        "runner": runner,
+        "params": params,
+    }
+    if samples_yaml:
+        from flows.pipeline import pyama_pipeline_flow
+
+        pyama_pipeline_flow(str(acquisition), str(out), samples_yaml, model=model, **options)
+    else:
+        process_acquisition_flow(str(acquisition), str(out), **options)
+    if FileVersion.of(acquisition) != version:
+        raise InboxPathError(
+            acquisition,
+            "changed while it was being processed (it was not complete after all?); its next "
+            "announcement or sweep processes the new version",
+        )
+    record_processed(out, version, flow_run_id=str(flow_run.id))
+    return AcquisitionOutcome(str(acquisition), str(out), "processed")
+
+
+def _handed_over(deployment: str, version: FileVersion) -> bool:
+    """Whether a run of ``deployment`` for this version exists: created after the file last
+    changed, in any state, or not finished yet (queued, late, running)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        target = client.read_deployment_by_name(deployment)
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[target.id]))
+        )
+    changed = version.mtime_ns / 1e9
+    for run in runs:
+        given = run.parameters.get("path")
+        if not given or Path(str(given)).resolve() != Path(version.path):
+            continue
+        unfinished = run.state is None or not run.state.is_final()
+        if unfinished or (run.created is not None and run.created.timestamp() >= changed):
+            return True
+    return False
+
+
+@flow(name="sweep-inbox", log_prints=True)
+def sweep_inbox_flow(
+    inbox: list[str],
+    output_root: str,
+    quiet_seconds: Annotated[float, Field(ge=0)] = 60.0,
+    deployment: str = ACQUISITION_DEPLOYMENT,
+) -> dict[str, list[str]]:
+    """Hand every complete, unprocessed acquisition in ``inbox`` to one run of
+    ``deployment``; returns the paths by what was done with them (``submitted``, ``done``,
+    ``in_progress``, ``waiting``, ``refused``)."""
+    from prefect.deployments import run_deployment
+
+    logger = get_run_logger()
+    seen: dict[str, list[str]] = {
+        k: [] for k in ("submitted", "done", "in_progress", "waiting", "refused")
+    }
+    rows: list[dict[str, str]] = []
+    for folder in inbox:
+        for candidate in find_acquisitions(folder):
+            try:
+                acquisition, root = resolve_in_inbox(candidate, inbox)
+            except InboxPathError as exc:
+                logger.warning("%s", exc)
+                seen["refused"].append(str(candidate))
+                rows.append({"acquisition": str(candidate), "action": "refused", "why": str(exc)})
+                continue
+            version = FileVersion.of(acquisition)
+            why = ""
+            if is_processed(output_folder(acquisition, root, output_root), version):
+                action = "done"
+            elif reason := not_ready(acquisition, quiet_seconds):
+                action, why = "waiting", reason
+            elif _handed_over(deployment, version):
+                action = "in_progress"
+            else:
+                run_deployment(deployment, parameters={"path": str(acquisition)}, timeout=0)
+                action = "submitted"
+                logger.info("submitted %s", version.describe())
+            seen[action].append(str(acquisition))
+            rows.append({"acquisition": str(acquisition), "action": action, "why": why})
+    counts = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in seen.items())
+    logger.info("inbox sweep: %s", counts)
+    create_table_artifact(
+        key="inbox-sweep",
+        table=rows or [{"acquisition": "(none)", "action": "", "why": ""}],
+        description=f"Inbox sweep of {', '.join(inbox)}: {counts}",
+    )
+    return seen

@@ -1,0 +1,299 @@
+"""The inbox service end to end: a real ``prefect server`` on loopback, ``pyama serve`` and
+``pyama watch`` as separate processes, acquisitions written into the inbox, and every answer
+read back through the Prefect API.
+
+All processes are started in sessions of their own and stopped by process group at the end,
+also when a test fails. Marked ``deployments``: ``pytest -m deployments`` runs these alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pyama_lib.provenance import load_run_yaml
+from pyama_lib.synthetic import make_synthetic
+
+pytestmark = pytest.mark.deployments
+
+BIN = Path(sys.executable).parent
+ACQUISITION = "process-new-acquisition/on-acquisition-finished"
+SWEEP = "sweep-inbox/inbox-sweep"
+
+
+class Processes:
+    """Started subprocesses, each in its own session, with its output in a log file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.started: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = self.folder / f"{name}-{len(self.started)}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.started.append((proc, log))
+        return proc
+
+    def log(self, proc: subprocess.Popen) -> str:
+        path = next(log for p, log in self.started if p is proc)
+        return path.read_text(errors="replace")
+
+    @staticmethod
+    def stop(proc: subprocess.Popen) -> None:
+        """SIGTERM to the process group, SIGKILL after 15 s."""
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # children that outlived their leader
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for proc, _ in reversed(self.started):  # serve and workers before the server
+            self.stop(proc)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+
+
+class Api:
+    """The few REST calls the tests make (httpx, so this test process keeps its own Prefect
+    settings)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=20)
+
+    def deployment(self, name: str) -> dict[str, Any] | None:
+        response = self.http.get(f"/deployments/name/{name}")
+        return response.json() if response.status_code == 200 else None
+
+    def runs(self, deployment: str) -> list[dict[str, Any]]:
+        found = self.deployment(deployment)
+        if found is None:
+            return []
+        body = {"deployments": {"id": {"any_": [found["id"]]}}, "sort": "EXPECTED_START_TIME_ASC"}
+        return self.http.post("/flow_runs/filter", json=body).json()
+
+    def runs_for(self, deployment: str, path: str | Path) -> list[dict[str, Any]]:
+        return [r for r in self.runs(deployment) if r["parameters"].get("path") == str(path)]
+
+    def emit(self, path: str) -> None:
+        event = {
+            "id": str(uuid.uuid4()),
+            "occurred": datetime.now(UTC).isoformat(),
+            "event": "pyama.acquisition.finished",
+            "resource": {"prefect.resource.id": f"pyama.acquisition.{path}"},
+            "payload": {"path": path},
+        }
+        self.http.post("/events", json=[event]).raise_for_status()
+
+    def start_run(self, deployment: str, parameters: dict[str, Any]) -> httpx.Response:
+        found = self.deployment(deployment)
+        assert found is not None, deployment
+        return self.http.post(
+            f"/deployments/{found['id']}/create_flow_run", json={"parameters": parameters}
+        )
+
+
+def final(runs: list[dict[str, Any]], n: int) -> list[dict[str, Any]] | None:
+    done = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")]
+    return done if len(done) >= n else None
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory) -> Iterator[dict[str, Any]]:
+    """A Prefect server and ``pyama serve`` over two inbox folders."""
+    root = tmp_path_factory.mktemp("service")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(root / "prefect"),
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_API_URL": url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "XDG_STATE_HOME": str(root / "state"),
+    }
+    procs = Processes(root)
+    inboxes = [root / "inbox", root / "inbox-sweep"]
+    for folder in inboxes:
+        folder.mkdir()
+    try:
+        procs.start("server", [str(BIN / "prefect"), "server", "start"], env)
+        api = Api(url)
+
+        def healthy() -> bool:
+            try:
+                return api.http.get("/health").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for("the Prefect server", healthy, 90)
+        serve = [str(BIN / "pyama"), "serve", "--output-root", str(root / "out")]
+        serve += ["--inbox", str(inboxes[0]), "--inbox", str(inboxes[1])]
+        serve += ["--runner", "thread", "--workers", "1", "--schedule", "off"]
+        serve += ["--quiet-seconds", "2", "--max-concurrent", "2"]
+        procs.start("serve", serve, env)
+        wait_for("the deployments", lambda: api.deployment(SWEEP), 60)
+        source = make_synthetic(root / "src", n_fovs=1, n_frames=6, size=96, n_cells=4, seed=3)
+        yield {
+            "root": root,
+            "env": env,
+            "api": api,
+            "procs": procs,
+            "inbox": inboxes[0],
+            "sweep_inbox": inboxes[1],
+            "out": root / "out",
+            "source": source.path,
+        }
+    finally:
+        procs.stop_all()
+
+
+def write_in_pieces(source: Path, target: Path, pieces: int = 4, pause: float = 0.5) -> None:
+    data = source.read_bytes()
+    step = len(data) // pieces + 1
+    with target.open("wb") as fh:
+        for start in range(0, len(data), step):
+            fh.write(data[start : start + step])
+            fh.flush()
+            time.sleep(pause)
+
+
+def announcements(log: str) -> list[str]:
+    return [line.split()[1] for line in log.splitlines() if line.startswith("announced ")]
+
+
+def test_a_finished_acquisition_is_processed_once_and_outside_paths_are_refused(service):
+    api, procs, inbox, out = service["api"], service["procs"], service["inbox"], service["out"]
+    watch = [str(BIN / "pyama"), "watch", str(inbox), "--quiet-seconds", "1.5"]
+    watcher = procs.start("watch", watch, service["env"])
+    wait_for("the watcher", lambda: "not yet announced" in procs.log(watcher), 30)
+
+    target = inbox / "exp1.ome.tif"
+    write_in_pieces(service["source"], target)  # grows for about 2 s, then stops
+    runs = wait_for("the triggered run", lambda: final(api.runs_for(ACQUISITION, target), 1), 90)
+    time.sleep(2)  # a second run, if one were made, would show by now
+    runs = api.runs_for(ACQUISITION, target)
+    assert [r["state_type"] for r in runs] == ["COMPLETED"], procs.log(watcher)
+    assert runs[0]["created_by"]["type"] == "AUTOMATION"  # started by the event trigger
+    assert runs[0]["name"] == "exp1.ome.tif"
+    folder = out / "exp1"
+    for name in ("processing_results.yaml", "run.yaml", "inbox.yaml", "traces.parquet"):
+        assert (folder / name).exists(), name
+    assert announcements(procs.log(watcher)) == [str(target)]
+
+    # An event naming a file outside the inbox, directly, through `..`, or through a symlink
+    # in the inbox: each run refuses it before reading anything, and writes nothing.
+    outside = service["root"] / "outside.ome.tif"
+    shutil.copy(service["source"], outside)
+    link = inbox / "link.ome.tif"
+    link.symlink_to(outside)
+    paths = [str(outside), f"{inbox}/../outside.ome.tif", str(link)]
+    for path in paths:
+        api.emit(path)
+    refused = wait_for(
+        "the refused runs",
+        lambda: final([r for p in paths for r in api.runs_for(ACQUISITION, p)], 3),
+        60,
+    )
+    for run in refused:
+        assert run["state_type"] == "FAILED", run["state"]
+        assert "outside the inbox" in run["state"]["message"], run["state"]
+    assert (
+        "resolves to"
+        in next(r for r in refused if r["parameters"]["path"] == str(link))["state"]["message"]
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["exp1"]  # nothing written for them
+    wait_for("the watcher's refusal", lambda: "not announced" in procs.log(watcher), 10)
+
+    # A restarted watcher announces nothing new; an event delivered again finds it done.
+    procs.stop(watcher)
+    again = procs.start("watch", watch, service["env"])
+    wait_for("the restarted watcher", lambda: "not yet announced" in procs.log(again), 30)
+    api.emit(str(target))
+    runs = wait_for("the repeated run", lambda: final(api.runs_for(ACQUISITION, target), 2), 60)
+    assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"]
+    assert announcements(procs.log(again)) == []
+    assert len(api.runs_for(ACQUISITION, target)) == 2
+    assert len(load_run_yaml(folder)) == 1  # the repeated run processed nothing
+    procs.stop(again)
+
+
+def test_the_dashboard_refuses_bad_parameters_before_a_run_starts(service):
+    api = service["api"]
+    path = str(service["inbox"] / "exp1.ome.tif")
+    for bad in ({"n_workers": 0}, {"runner": "gpu"}, {"params": {"tracking": {"max_gap": 1.5}}}):
+        response = api.start_run(ACQUISITION, {"path": path, **bad})
+        assert response.status_code in (409, 422), (bad, response.text)
+    schema = api.deployment(ACQUISITION)["parameter_openapi_schema"]
+    assert {"path", "inbox", "output_root", "n_workers", "runner", "params"} <= set(
+        schema["properties"]
+    )
+
+
+def test_the_sweep_processes_complete_acquisitions_once(service):
+    api, inbox, out = service["api"], service["sweep_inbox"], service["out"]
+    finished = [inbox / "a.ome.tif", inbox / "day2" / "b.ome.tif"]
+    for path in finished:
+        path.parent.mkdir(exist_ok=True)
+        shutil.copy(service["source"], path)
+        old = time.time() - 60  # finished a minute ago
+        os.utime(path, (old, old))
+    growing = inbox / "growing.ome.tif"
+    growing.write_bytes(service["source"].read_bytes()[:50_000])  # still being written
+
+    def sweep() -> dict[str, Any]:
+        before = len(api.runs(SWEEP))
+        assert api.start_run(SWEEP, {}).status_code == 201
+        return wait_for("the sweep", lambda: final(api.runs(SWEEP), before + 1), 60)[-1]
+
+    assert sweep()["state_type"] == "COMPLETED"
+    runs = wait_for(
+        "the swept acquisitions",
+        lambda: final([r for p in finished for r in api.runs_for(ACQUISITION, p)], 2),
+        90,
+    )
+    assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"]
+    assert (out / "a" / "inbox.yaml").exists() and (out / "day2" / "b" / "inbox.yaml").exists()
+    assert api.runs_for(ACQUISITION, growing) == []
+    assert not (out / "growing").exists()
+
+    total = len(api.runs(ACQUISITION))
+    assert sweep()["state_type"] == "COMPLETED"
+    time.sleep(2)
+    assert len(api.runs(ACQUISITION)) == total  # the second sweep handed nothing over
