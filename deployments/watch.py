@@ -155,6 +155,14 @@ class Watcher:
             self._seen.setdefault(path, _Seen((-1, -1), time.monotonic()))
         self.log(f"{len(existing)} acquisition(s) present, {len(self._seen)} not yet announced")
 
+    def _hidden(self, path: Path) -> bool:
+        """Whether ``path`` lies in a hidden folder (a trash, a sync tool's versions) under the
+        watched folder that holds it: :func:`find_acquisitions` skips those too."""
+        for folder in self.folders:
+            if path.is_relative_to(folder):
+                return any(part.startswith(".") for part in path.relative_to(folder).parts)
+        return False
+
     def stop(self) -> None:
         if self._observer is not None:
             self._observer.stop()
@@ -164,7 +172,8 @@ class Watcher:
         """One round: update the candidates, announce those that are complete; returns them."""
         now = time.monotonic()
         for path in self._handler.take():
-            self._seen.setdefault(path, _Seen((-1, -1), now))
+            if not self._hidden(path):
+                self._seen.setdefault(path, _Seen((-1, -1), now))
         announced = []
         for path, seen in list(self._seen.items()):
             if not path.exists():  # deleted or renamed away: a new name is a candidate itself
@@ -182,23 +191,25 @@ class Watcher:
                 continue
             signature = (version.size, version.mtime_ns)
             if signature != seen.signature:
-                seen.signature, seen.since = signature, now
+                seen.signature, seen.since, seen.said = signature, now, ""
                 continue
             if self.ledger.has(version):  # e.g. touched back to an announced state
                 del self._seen[path]
                 continue
             reason = not_ready(path, self.quiet_seconds, unchanged_for=now - seen.since)
             if reason is not None:
-                if reason != seen.said and not reason.startswith("still being written"):
-                    self.log(f"waiting for {path}: {reason}")
-                seen.said = reason
+                if not seen.said and not reason.startswith("still being written"):
+                    self.log(f"waiting for {path}: {reason}")  # once per version of the file
+                    seen.said = reason
                 if now - seen.since >= self.quiet_seconds:
                     seen.since = now  # quiet but not openable: look again after another period
                 continue
             try:
                 self.announce(version)
             except Exception as exc:  # the server is down: keep it, try again next round
-                self.log(f"could not announce {path} ({type(exc).__name__}: {exc}); will retry")
+                if not seen.said.startswith("could not announce"):  # once, not every second
+                    seen.said = f"could not announce {path} ({type(exc).__name__}: {exc})"
+                    self.log(f"{seen.said}; will retry")
                 continue
             self.ledger.add(version)
             del self._seen[path]

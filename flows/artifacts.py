@@ -1,10 +1,11 @@
-"""Prefect artifacts shared by the flows: keys that name the data, figures the UI can show."""
+"""Prefect artifacts and run names shared by the flows: keys and names that name the data,
+figures the UI can show."""
 
 from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from io import BytesIO
 from pathlib import Path
 
@@ -25,6 +26,18 @@ def artifact_key(name: str, kind: str) -> str:
     """
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "pyama"
     return f"{slug[:60]}-{kind}"
+
+
+def named_after(parameter: str) -> Callable[[], str]:
+    """A ``flow_run_name`` for ``@flow``: the file name in the run's ``parameter``, so the
+    dashboard's run list names the acquisition instead of a random adjective-animal."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        return Path(str(flow_run.parameters.get(parameter) or "run")).name
+
+    return name
 
 
 def png_preview(path: str | Path, width: int = PREVIEW_PX) -> str:

@@ -25,6 +25,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import Field
 
+from flows.artifacts import named_after
 from flows.process import Channel, Runner, process_acquisition_flow
 from pyama_lib.errors import InboxPathError
 from pyama_lib.inbox import (
@@ -55,12 +56,7 @@ class AcquisitionOutcome:
     status: str
 
 
-def _run_name() -> str:
-    # The dashboard's run list names the acquisition, not a random adjective-animal.
-    return Path(str(flow_run.parameters.get("path", "acquisition"))).name
-
-
-@flow(name="process-new-acquisition", flow_run_name=_run_name, log_prints=True)
+@flow(name="process-new-acquisition", flow_run_name=named_after("path"), log_prints=True)
 def process_new_acquisition_flow(
     path: str,
     inbox: list[str],

@@ -18,7 +18,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
-from flows.artifacts import artifact_key, figures_markdown
+from flows.artifacts import artifact_key, figures_markdown, named_after
 from flows.fit import FitSummary, check_fit_options, fit_traces_flow
 from flows.merge import MergeSummary, merge_samples_flow
 from flows.process import Channel, Runner, Stage, process_acquisition_flow
@@ -51,7 +51,7 @@ class PipelineSummary:
         return "\n\n".join([str(self.process), str(self.merge), str(self.fit)])
 
 
-@flow(name="pyama-pipeline", log_prints=True)
+@flow(name="pyama-pipeline", flow_run_name=named_after("input_path"), log_prints=True)
 def pyama_pipeline_flow(
     input_path: str,
     output_dir: str,

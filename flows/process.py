@@ -31,7 +31,7 @@ from prefect.exceptions import ParameterTypeError
 from prefect.futures import PrefectFuture, as_completed
 from pydantic import Field
 
-from flows.artifacts import artifact_key
+from flows.artifacts import artifact_key, named_after
 from flows.progress import report_progress
 from flows.reporting import (
     ProcessSummary,
@@ -121,7 +121,7 @@ Stage = Literal[STAGES]  # type: ignore[valid-type]
 Channel = Annotated[int, Field(ge=0)]
 
 
-@flow(name="process-acquisition", log_prints=True)
+@flow(name="process-acquisition", flow_run_name=named_after("input_path"), log_prints=True)
 def process_acquisition_flow(
     input_path: str,
     output_dir: str,

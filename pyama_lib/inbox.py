@@ -122,7 +122,10 @@ def resolve_in_inbox(
     where = ", ".join(map(str, roots))
     if not given.is_absolute():
         raise InboxPathError(given, f"is not an absolute path; give the full path in {where}")
-    resolved = given.resolve()
+    try:
+        resolved = given.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop: RuntimeError before Python 3.13
+        raise InboxPathError(given, f"cannot be resolved ({exc}); refused") from None
     for root in roots:
         if resolved.is_relative_to(root):
             break
@@ -187,7 +190,7 @@ def is_processed(out_dir: str | Path, version: FileVersion) -> bool:
     """Whether ``<out_dir>/inbox.yaml`` says this very version was processed there."""
     try:
         record = yaml.safe_load((Path(out_dir) / PROCESSED_RECORD).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # missing, not UTF-8, not YAML
         return False
     if not isinstance(record, dict):
         return False
@@ -221,7 +224,16 @@ class AnnouncedLedger:
                     f"the watcher's ledger cannot be read ({exc}); move it away to "
                     "start afresh (every acquisition in the inbox is then announced again)",
                 ) from None
-            self._entries = dict(data.get("announced", {}))
+            entries = data.get("announced", {}) if isinstance(data, dict) else None
+            if not isinstance(entries, dict) or not all(
+                isinstance(e, dict) and {"size", "mtime_ns"} <= e.keys() for e in entries.values()
+            ):
+                raise InboxPathError(
+                    self.path,
+                    "is not a watcher's ledger; move it away to start afresh (every "
+                    "acquisition in the inbox is then announced again)",
+                )
+            self._entries = dict(entries)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -248,5 +260,5 @@ class AnnouncedLedger:
             try:
                 if not self.has(FileVersion.of(path)):
                     yield path
-            except OSError:  # gone since it was listed
+            except (OSError, RuntimeError):  # gone since it was listed, or a symlink loop
                 continue

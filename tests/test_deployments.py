@@ -31,6 +31,7 @@ from pyama_lib.synthetic import make_synthetic
 pytestmark = pytest.mark.deployments
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 ACQUISITION = "process-new-acquisition/on-acquisition-finished"
 SWEEP = "sweep-inbox/inbox-sweep"
 
@@ -166,7 +167,7 @@ def service(tmp_path_factory) -> Iterator[dict[str, Any]]:
         serve = [str(BIN / "pyama"), "serve", "--output-root", str(root / "out")]
         serve += ["--inbox", str(inboxes[0]), "--inbox", str(inboxes[1])]
         serve += ["--runner", "thread", "--workers", "1", "--schedule", "off"]
-        serve += ["--quiet-seconds", "2", "--max-concurrent", "2"]
+        serve += ["--quiet-seconds", "2", "--max-concurrent", "4"]
         procs.start("serve", serve, env)
         wait_for("the deployments", lambda: api.deployment(SWEEP), 60)
         source = make_synthetic(root / "src", n_fovs=1, n_frames=6, size=96, n_cells=4, seed=3)
@@ -260,7 +261,9 @@ def test_the_dashboard_refuses_bad_parameters_before_a_run_starts(service):
     for bad in ({"n_workers": 0}, {"runner": "gpu"}, {"params": {"tracking": {"max_gap": 1.5}}}):
         response = api.start_run(ACQUISITION, {"path": path, **bad})
         assert response.status_code in (409, 422), (bad, response.text)
-    schema = api.deployment(ACQUISITION)["parameter_openapi_schema"]
+    deployed = api.deployment(ACQUISITION)
+    assert deployed["global_concurrency_limit"]["limit"] == 4  # --max-concurrent
+    schema = deployed["parameter_openapi_schema"]
     assert {"path", "inbox", "output_root", "n_workers", "runner", "params"} <= set(
         schema["properties"]
     )
@@ -297,3 +300,51 @@ def test_the_sweep_processes_complete_acquisitions_once(service):
     assert sweep()["state_type"] == "COMPLETED"
     time.sleep(2)
     assert len(api.runs(ACQUISITION)) == total  # the second sweep handed nothing over
+
+
+def test_the_work_pool_form_runs_the_deployments_of_prefect_yaml(service):
+    """deployments/prefect.yaml deployed to a process work pool; a `prefect worker` runs them:
+    one run started by hand, one by the event."""
+    api, procs, root = service["api"], service["procs"], service["root"]
+    inbox, out = root / "pool-inbox", root / "pool-out"
+    inbox.mkdir()
+    env = {**service["env"], "PYAMA_INBOX": str(inbox), "PYAMA_OUTPUT_ROOT": str(out)}
+    prefect = str(BIN / "prefect")
+    subprocess.run(
+        [prefect, "work-pool", "create", "pyama", "--type", "process"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    deploy = [prefect, "--no-prompt", "deploy", "--all", "--prefect-file"]
+    subprocess.run(
+        [*deploy, "deployments/prefect.yaml"], env=env, cwd=REPO, check=True, capture_output=True
+    )
+    name = "process-new-acquisition/on-acquisition-finished-worker"
+    try:
+        deployed = api.deployment(name)
+        assert deployed["parameters"]["inbox"] == [str(inbox)]
+        assert deployed["global_concurrency_limit"]["limit"] == 1
+        sweep = api.deployment("sweep-inbox/inbox-sweep-worker")
+        assert sweep["parameters"]["deployment"] == name
+        procs.start("worker", [prefect, "worker", "start", "--pool", "pyama"], env)
+        by_hand, by_event = inbox / "p1.ome.tif", inbox / "p2.ome.tif"
+        for path in (by_hand, by_event):
+            shutil.copy(service["source"], path)
+        quick = {"runner": "thread", "n_workers": 1}
+        # One after the other: the deployment's limit of 1 would hold a second run back for
+        # the server's slot-retry delay (about 30 s).
+        assert api.start_run(name, {"path": str(by_hand), **quick}).status_code == 201
+        wait_for("the run by hand", lambda: final(api.runs_for(name, by_hand), 1), 120)
+        api.emit(str(by_event))
+        wait_for("the run by event", lambda: final(api.runs_for(name, by_event), 1), 120)
+        runs = [r for p in (by_hand, by_event) for r in api.runs_for(name, p)]
+        assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"]
+        assert runs[1]["created_by"]["type"] == "AUTOMATION"
+        assert all(r["work_pool_name"] == "pyama" for r in runs)
+        for stem in ("p1", "p2"):
+            assert (out / stem / "inbox.yaml").exists()
+    finally:  # the deployments' trigger must not outlive the test
+        for each in (name, "sweep-inbox/inbox-sweep-worker"):
+            if found := api.deployment(each):
+                api.http.delete(f"/deployments/{found['id']}")
