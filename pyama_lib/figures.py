@@ -63,8 +63,12 @@ def traces_figure(
     >>> fig = traces_figure(np.arange(3.0), np.ones((3, 2)), "sample A")
     >>> fig.axes[0].get_title()
     'sample A (2 cells)'
+    >>> traces_figure(np.empty(0), np.empty((0, 0)), "sample B").axes[0].get_title()
+    'sample B (0 cells)'
     """
-    values = np.asarray(values, dtype=np.float64).reshape(len(time_h), -1)
+    values = np.asarray(values, dtype=np.float64)
+    # a sample without good cells has no rows and no columns: nothing to reshape
+    values = values.reshape(len(time_h), -1) if values.size else np.empty((len(time_h), 0))
     fig = _figure(7, 4)
     ax = fig.add_subplot()
     if values.shape[1]:
@@ -73,6 +77,8 @@ def traces_figure(
             median = np.nanmedian(values, axis=1) if np.isfinite(values).any() else values[:, 0]
         ax.plot(time_h, median, color="black", lw=2.2, label="median")
         ax.legend(loc="upper left")
+    else:
+        ax.text(0.5, 0.5, "no good cells", ha="center", va="center", transform=ax.transAxes)
     ax.set(title=f"{title} ({values.shape[1]} cells)", xlabel="time [h]", ylabel=ylabel)
     return fig
 
