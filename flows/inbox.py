@@ -107,23 +107,39 @@ def process_new_acquisition_flow(
 
 
 def _handed_over(deployment: str, version: FileVersion) -> bool:
-    """Whether a run of ``deployment`` for this version exists: created after the file last
-    changed, in any state, or not finished yet (queued, late, running)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    """Whether a run of ``deployment`` for this version exists: not finished yet (queued,
+    late, running), or created after the file last changed, in any state."""
+    from datetime import UTC, datetime
 
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    changed = datetime.fromtimestamp(version.mtime_ns / 1e9, tz=UTC)
+    unfinished = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
+    # Two bounded queries on the server instead of reading every run the deployment ever had.
+    queries = [
+        FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished))),
+        FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=changed)),
+    ]
     with get_client(sync_client=True) as client:
         target = client.read_deployment_by_name(deployment)
-        runs = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[target.id]))
-        )
-    changed = version.mtime_ns / 1e9
+        of_target = DeploymentFilter(id=DeploymentFilterId(any_=[target.id]))
+        runs = [
+            run
+            for query in queries
+            for run in client.read_flow_runs(flow_run_filter=query, deployment_filter=of_target)
+        ]
     for run in runs:
         given = run.parameters.get("path")
-        if not given or Path(str(given)).resolve() != Path(version.path):
-            continue
-        unfinished = run.state is None or not run.state.is_final()
-        if unfinished or (run.created is not None and run.created.timestamp() >= changed):
+        if given and Path(str(given)).resolve() == Path(version.path):
             return True
     return False
 
