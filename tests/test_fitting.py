@@ -106,6 +106,27 @@ def test_at_least_as_good_as_pyamas_single_start() -> None:
     assert shortfall.max() <= 1e-9
 
 
+def test_a_fit_that_cannot_move_is_not_reported_converged() -> None:
+    """A row whose damping explodes before a step helped reports ``success`` False."""
+    model = get_model("maturation")
+    broken = Model(  # a Jacobian of the wrong sign: every Gauss-Newton step goes uphill
+        "test_uphill",
+        model.param_names,
+        model.defaults,
+        model.bounds,
+        model.evaluate,
+        lambda t, q: -model.jacobian(t, q),
+    )
+    register_model(broken)
+    try:
+        y = model.evaluate(T, truth("maturation", 3, seed=13))
+        fit = fit_cells(T, y, "test_uphill")
+        assert not fit.success.any()
+        assert fit_cells(T, y).success.all()
+    finally:
+        unregister_model("test_uphill")
+
+
 def test_nan_points_are_dropped() -> None:
     model = get_model("maturation")
     p = truth("maturation", 3, seed=7)

@@ -277,9 +277,11 @@ def levenberg_marquardt(
     """Bounded LM on every row at once: (x, SS_res, success, damping) per row.
 
     A row stops when a step gains at most ``tol`` (or the damped step promises no more),
-    when damping explodes (no step helps), or after ``max_iter`` iterations; ``success``
-    is scipy's notion, a last relative change below 1e-8. Rows leave the working arrays
-    as they stop, so late iterations, with only slow rows left, cost little.
+    when damping explodes (no step helps), or after ``max_iter`` iterations. ``success``:
+    a step gained at most ``tol``, or promised at most that under mild damping; otherwise
+    (stopped by the damping or the iteration limit) only if the last step taken changed
+    SS_res by less than 1e-8 of it (scipy's ``ftol``). Rows leave the working arrays as they
+    stop, so late iterations, with only slow rows left, cost little.
     """
     n, k = x.shape
     x, lam = x.copy(), lam.copy()
@@ -307,6 +309,12 @@ def levenberg_marquardt(
         accept = gain > 0
         with np.errstate(divide="ignore", invalid="ignore"):
             rho = np.where(predicted > 0, gain / predicted, -1.0)
+        small = tol[at]
+        # A step promising at most tol stops the row; that is convergence when the damping
+        # is still mild (else the damping, not the data, made the promise small), and so is
+        # a step gaining at most tol.
+        promise = ~accept & (predicted >= 0) & (predicted <= small)
+        converged = np.where(accept, gain <= small, promise & (la <= 1.0))
         # Nielsen's damping update: smooth decrease on good steps, doubling growth on bad.
         la = np.where(accept, la * np.maximum(1 / 3, 1 - (2 * rho - 1) ** 3), la * nu)
         nu = np.where(accept, 2.0, nu * 2.0)
@@ -317,12 +325,13 @@ def levenberg_marquardt(
             hess[accept], grad[accept] = rows.normal_equations(
                 xa[accept], ra[accept], cell[at[accept]]
             )
-        small = tol[at]
-        done = np.where(accept, gain <= small, (predicted >= 0) & (predicted <= small))
-        done |= la > _LAMBDA_MAX
+        # Stopped otherwise (a small promise under heavy damping, or damping past
+        # _LAMBDA_MAX: no step helps any more), a row has converged only if its last step
+        # changed SS_res by less than ftol; else, say, a kink in the curve stopped it.
+        done = converged | promise | (la > _LAMBDA_MAX)
         if done.any():
             x[at[done]], cost[at[done]], lam[at[done]] = xa[done], ca[done], la[done]
-            ok[at[done]] = True
+            ok[at[done]] = converged[done] | (last[done] <= _FTOL)
             keep = ~done
             at, xa, ra, ca, la, nu = at[keep], xa[keep], ra[keep], ca[keep], la[keep], nu[keep]
             hess, grad, last = hess[keep], grad[keep], last[keep]
