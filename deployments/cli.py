@@ -51,8 +51,25 @@ def _folders(paths: list[Path], what: str) -> list[str]:
     return folders
 
 
+def _check_apart(inbox: list[str], output_root: Path) -> None:
+    """Refuse inbox folders inside one another or overlapping the output root, and a working
+    directory inside an inbox (Python would import modules from it into every run)."""
+    folders = [Path(f) for f in inbox]
+    for i, a in enumerate(folders):
+        for b in [*folders[i + 1 :], output_root]:
+            if a.is_relative_to(b) or b.is_relative_to(a):
+                raise OutputDirError(a, f"overlaps {b}; give folders apart from one another")
+    cwd = Path.cwd().resolve()
+    if any(cwd.is_relative_to(f) for f in folders):
+        raise OutputDirError(
+            cwd,
+            "is inside the inbox: start pyama serve from another folder (the runs import "
+            "Python modules from their working directory, and anyone can write to an inbox)",
+        )
+
+
 def _writable_root(path: Path) -> str:
-    root = path.expanduser().absolute()
+    root = path.expanduser().resolve()
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -134,8 +151,10 @@ def serve_settings(args: argparse.Namespace) -> Any:
         load_samples(args.samples)
         processing["samples_yaml"] = str(args.samples.expanduser().resolve())
         processing["model"] = args.model
+    inbox = _folders(args.inbox, "inbox")
+    _check_apart(inbox, args.output_root.expanduser().resolve())
     return ServeSettings(
-        inbox=_folders(args.inbox, "inbox"),
+        inbox=inbox,
         output_root=_writable_root(args.output_root),
         schedule=args.schedule,
         quiet_seconds=args.quiet_seconds,
@@ -144,8 +163,9 @@ def serve_settings(args: argparse.Namespace) -> Any:
     )
 
 
-@stops_on_sigterm
 def run_serve(args: argparse.Namespace) -> int:
+    # No stops_on_sigterm: Prefect's runner handles SIGTERM itself (it cancels the runs in
+    # flight and returns), so serve ends with status 0 as a stopped service should.
     settings = serve_settings(args)
     check_server()
     from deployments.serve import serve_inbox

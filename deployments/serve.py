@@ -15,6 +15,7 @@ deployments are registered again on every start, with the options given then.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -32,6 +33,7 @@ from flows.inbox import (
     sweep_inbox_flow,
 )
 from pyama_lib.errors import ParamsError
+from pyama_lib.inbox import INBOX_ENV, OUTPUT_ROOT_ENV
 
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$")
 _UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600}
@@ -93,24 +95,25 @@ def acquisition_trigger() -> DeploymentEventTrigger:
 
 def build_deployments(settings: ServeSettings) -> list[RunnerDeployment]:
     """The acquisition deployment (event trigger) and the sweep deployment (schedule)."""
-    roots = {"inbox": settings.inbox, "output_root": settings.output_root}
+    where = f"{', '.join(settings.inbox)} -> {settings.output_root}"
     name = ACQUISITION_DEPLOYMENT.split("/")[1]
     # A module entrypoint: the runs import the installed package from any working directory.
     module = EntrypointType.MODULE_PATH
     on_acquisition = process_new_acquisition_flow.to_deployment(
         name=name,
         triggers=[acquisition_trigger()],
-        parameters={**roots, **settings.processing},
+        parameters=settings.processing,
         concurrency_limit=settings.max_concurrent,
-        description="Processes one finished acquisition (event pyama.acquisition.finished).",
+        description=f"Processes one finished acquisition (event pyama.acquisition.finished): "
+        f"{where}.",
         tags=["pyama"],
         entrypoint_type=module,
     )
     sweep = sweep_inbox_flow.to_deployment(
         name=SWEEP_DEPLOYMENT.split("/")[1],
-        parameters={**roots, "quiet_seconds": settings.quiet_seconds},
+        parameters={"quiet_seconds": settings.quiet_seconds},
         concurrency_limit=1,
-        description="Processes complete acquisitions in the inbox that no event announced.",
+        description=f"Processes complete acquisitions that no event announced: {where}.",
         tags=["pyama"],
         entrypoint_type=module,
         **parse_schedule(settings.schedule),
@@ -119,6 +122,10 @@ def build_deployments(settings: ServeSettings) -> list[RunnerDeployment]:
 
 
 def serve_inbox(settings: ServeSettings) -> None:
-    """Register the deployments and run them until SIGINT/SIGTERM."""
+    """Register the deployments and run them until SIGINT/SIGTERM (runs in flight are then
+    cancelled; the next sweep hands their acquisitions over again)."""
+    # The runs are subprocesses of this one: they find their folders here, not in parameters.
+    os.environ[INBOX_ENV] = os.pathsep.join(settings.inbox)
+    os.environ[OUTPUT_ROOT_ENV] = settings.output_root
     # Not paused on shutdown: a restarted service takes events again at once.
     serve(*build_deployments(settings), pause_on_shutdown=False, print_starting_message=True)

@@ -27,9 +27,10 @@ from pydantic import Field
 
 from flows.artifacts import named_after
 from flows.process import Channel, Runner, process_acquisition_flow
-from pyama_lib.errors import InboxPathError
+from pyama_lib.errors import AcquisitionIncompleteError, InboxPathError, RunLockedError
 from pyama_lib.inbox import (
     FileVersion,
+    configured_folders,
     find_acquisitions,
     is_processed,
     not_ready,
@@ -37,6 +38,7 @@ from pyama_lib.inbox import (
     record_processed,
     resolve_in_inbox,
 )
+from pyama_lib.io.lock import OutputLock, read_lock_info
 from pyama_lib.pipeline.params import ProcessingParams
 from tasks.logs import quiet_expected_errors
 
@@ -59,8 +61,6 @@ class AcquisitionOutcome:
 @flow(name="process-new-acquisition", flow_run_name=named_after("path"), log_prints=True)
 def process_new_acquisition_flow(
     path: str,
-    inbox: list[str],
-    output_root: str,
     samples_yaml: str | None = None,
     model: str = "maturation",
     pc: Channel = 0,
@@ -70,17 +70,33 @@ def process_new_acquisition_flow(
     runner: Runner = "process",
     params: ProcessingParams | None = None,
 ) -> AcquisitionOutcome:
-    """Process the finished acquisition at ``path`` (absolute, inside one of the ``inbox``
-    folders) into ``<output_root>/<sub-folders>/<base name>``; with ``samples_yaml``, merge
-    and fit ``model`` as well. The other parameters are ``process_acquisition``'s.
+    """Process the finished acquisition at ``path`` (absolute, inside one of the inbox
+    folders, ``$PYAMA_INBOX``) into ``$PYAMA_OUTPUT_ROOT/<sub-folders>/<base name>``; with
+    ``samples_yaml``, merge and fit ``model`` as well. The other parameters are
+    ``process_acquisition``'s.
     """
     logger = get_run_logger()
+    inbox, output_root = configured_folders()
     acquisition, root = resolve_in_inbox(path, inbox)  # refused: the run fails, nothing read
     version = FileVersion.of(acquisition)
     out = output_folder(acquisition, root, output_root)
     if is_processed(out, version):
         logger.info("%s was processed already into %s; nothing to do", acquisition, out)
         return AcquisitionOutcome(str(acquisition), str(out), "skipped")
+    # A run may have waited hours for a slot: the file may have been replaced since.
+    if reason := not_ready(acquisition, quiet_seconds=0):
+        raise AcquisitionIncompleteError(
+            acquisition,
+            f"{reason}; its next announcement or sweep processes it once it is complete",
+        )
+    if (lock := read_lock_info(out)) is not None and lock.pid is not None:
+        try:  # another run (an event and a sweep at once) is on it: not this run's failure
+            with OutputLock(out):
+                pass
+        except RunLockedError:
+            owner = f"pid {lock.pid} on {lock.hostname}"
+            logger.info("%s is being processed by another run (%s); nothing to do", out, owner)
+            return AcquisitionOutcome(str(acquisition), str(out), "in_progress")
     logger.info("processing %s into %s", version.describe(), out)
     options: dict[str, Any] = {
         "pc": pc,
@@ -107,8 +123,10 @@ def process_new_acquisition_flow(
 
 
 def _handed_over(deployment: str, version: FileVersion) -> bool:
-    """Whether a run of ``deployment`` for this version exists: not finished yet (queued,
-    late, running), or created after the file last changed, in any state."""
+    """Whether a run of ``deployment`` for this version exists that needs no successor: one
+    not finished yet (queued, late, running), or one that completed or failed after the file
+    last changed. A cancelled or crashed run (``pyama serve`` was stopped) does not count,
+    so the next sweep hands the acquisition over again."""
     from datetime import UTC, datetime
 
     from prefect.client.orchestration import get_client
@@ -122,12 +140,18 @@ def _handed_over(deployment: str, version: FileVersion) -> bool:
     )
     from prefect.client.schemas.objects import StateType
 
+    def of_type(*types: StateType) -> FlowRunFilterState:
+        return FlowRunFilterState(type=FlowRunFilterStateType(any_=list(types)))
+
     changed = datetime.fromtimestamp(version.mtime_ns / 1e9, tz=UTC)
-    unfinished = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
+    unfinished = (StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED)
     # Two bounded queries on the server instead of reading every run the deployment ever had.
     queries = [
-        FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished))),
-        FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=changed)),
+        FlowRunFilter(state=of_type(*unfinished)),
+        FlowRunFilter(
+            state=of_type(StateType.COMPLETED, StateType.FAILED),
+            expected_start_time=FlowRunFilterExpectedStartTime(after_=changed),
+        ),
     ]
     with get_client(sync_client=True) as client:
         target = client.read_deployment_by_name(deployment)
@@ -137,26 +161,32 @@ def _handed_over(deployment: str, version: FileVersion) -> bool:
             for query in queries
             for run in client.read_flow_runs(flow_run_filter=query, deployment_filter=of_target)
         ]
-    for run in runs:
-        given = run.parameters.get("path")
-        if given and Path(str(given)).resolve() == Path(version.path):
-            return True
-    return False
+    # Paths as the runs were given them (events may name a path any way they like); a path
+    # that does not resolve is not this file's.
+    return any(_same_file(run.parameters.get("path"), version.path) for run in runs)
+
+
+def _same_file(given: object, path: str) -> bool:
+    if not isinstance(given, str) or not given:
+        return False
+    try:
+        return given == path or str(Path(given).resolve()) == path
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
+        return False
 
 
 @flow(name="sweep-inbox", log_prints=True)
 def sweep_inbox_flow(
-    inbox: list[str],
-    output_root: str,
     quiet_seconds: Annotated[float, Field(ge=0)] = 60.0,
     deployment: str = ACQUISITION_DEPLOYMENT,
 ) -> dict[str, list[str]]:
-    """Hand every complete, unprocessed acquisition in ``inbox`` to one run of
-    ``deployment``; returns the paths by what was done with them (``submitted``, ``done``,
+    """Hand every complete, unprocessed acquisition in the inbox (``$PYAMA_INBOX``) to one
+    run of ``deployment``; returns the paths by what was done with them (``submitted``, ``done``,
     ``in_progress``, ``waiting``, ``refused``)."""
     from prefect.deployments import run_deployment
 
     logger = get_run_logger()
+    inbox, output_root = configured_folders()
     seen: dict[str, list[str]] = {
         k: [] for k in ("submitted", "done", "in_progress", "waiting", "refused")
     }
@@ -170,7 +200,10 @@ def sweep_inbox_flow(
                 seen["refused"].append(str(candidate))
                 rows.append({"acquisition": str(candidate), "action": "refused", "why": str(exc)})
                 continue
-            version = FileVersion.of(acquisition)
+            try:
+                version = FileVersion.of(acquisition)
+            except OSError:  # deleted since it was listed
+                continue
             why = ""
             if is_processed(output_folder(acquisition, root, output_root), version):
                 action = "done"

@@ -38,6 +38,31 @@ from pyama_lib.provenance import iso_time
 ACQUISITION_SUFFIXES = (".nd2", ".ome.tif", ".ome.tiff")
 #: Written into an acquisition's output folder once its work has finished.
 PROCESSED_RECORD = "inbox.yaml"
+#: Where the inbox service's runs find their configured folders (``pyama serve`` sets them;
+#: a work pool's worker has them in its environment). Not run parameters: whoever can start
+#: a run must not be able to widen the inbox.
+INBOX_ENV, OUTPUT_ROOT_ENV = "PYAMA_INBOX", "PYAMA_OUTPUT_ROOT"
+
+
+def configured_folders() -> tuple[list[str], str]:
+    """The inbox folders (``$PYAMA_INBOX``, separated by ``os.pathsep``) and the output root
+    (``$PYAMA_OUTPUT_ROOT``) of this process.
+
+    Raises
+    ------
+    InboxPathError
+        Either is unset or relative.
+    """
+    inbox = [f for f in os.environ.get(INBOX_ENV, "").split(os.pathsep) if f]
+    output_root = os.environ.get(OUTPUT_ROOT_ENV, "")
+    for name, value in [(INBOX_ENV, f) for f in inbox or [""]] + [(OUTPUT_ROOT_ENV, output_root)]:
+        if not value or not Path(value).is_absolute():
+            raise InboxPathError(
+                Path(value or "."),
+                f"${name} must name an absolute folder: run this deployment through "
+                "`pyama serve`, or set it in the environment of the `prefect worker`",
+            )
+    return inbox, output_root
 
 
 def is_acquisition(path: str | Path) -> bool:
@@ -124,9 +149,11 @@ def resolve_in_inbox(
         raise InboxPathError(given, f"is not an absolute path; give the full path in {where}")
     try:
         resolved = given.resolve()
-    except (OSError, RuntimeError) as exc:  # a symlink loop: RuntimeError before Python 3.13
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop (RuntimeError before
+        # Python 3.13), a NUL byte (ValueError)
         raise InboxPathError(given, f"cannot be resolved ({exc}); refused") from None
-    for root in roots:
+    # the deepest root holding the file: the output folder must not depend on their order
+    for root in sorted(roots, key=lambda r: len(r.parts), reverse=True):
         if resolved.is_relative_to(root):
             break
     else:

@@ -233,7 +233,7 @@ def test_a_finished_acquisition_is_processed_once_and_outside_paths_are_refused(
         60,
     )
     for run in refused:
-        assert run["state_type"] == "FAILED", run["state"]
+        assert run["state_type"] in ("FAILED", "CRASHED"), run["state"]  # unknown parameter
         assert "outside the inbox" in run["state"]["message"], run["state"]
     assert (
         "resolves to"
@@ -264,21 +264,43 @@ def test_the_dashboard_refuses_bad_parameters_before_a_run_starts(service):
     deployed = api.deployment(ACQUISITION)
     assert deployed["global_concurrency_limit"]["limit"] == 4  # --max-concurrent
     schema = deployed["parameter_openapi_schema"]
-    assert {"path", "inbox", "output_root", "n_workers", "runner", "params"} <= set(
-        schema["properties"]
-    )
+    assert {"path", "samples_yaml", "n_workers", "runner", "params"} <= set(schema["properties"])
+    # the folders are the service's, not a run's to choose
+    assert not {"inbox", "output_root"} & set(schema["properties"])
+    # A run given an inbox of its own still refuses a file outside the configured one.
+    source = service["source"]
+    response = api.start_run(ACQUISITION, {"path": str(source), "inbox": [str(source.parent)]})
+    if response.status_code == 201:  # Prefect may take it; the run itself must not
+        run = wait_for("the run", lambda: final(api.runs_for(ACQUISITION, source), 1), 60)[0]
+        assert run["state_type"] in ("FAILED", "CRASHED"), run["state"]  # unknown parameter
+        assert not (service["out"] / source.stem.split(".")[0]).exists()
+    else:
+        assert response.status_code in (409, 422), response.text
 
 
 def test_the_sweep_processes_complete_acquisitions_once(service):
     api, inbox, out = service["api"], service["sweep_inbox"], service["out"]
     finished = [inbox / "a.ome.tif", inbox / "day2" / "b.ome.tif"]
-    for path in finished:
+    cancelled, failed = inbox / "c.ome.tif", inbox / "d.ome.tif"
+    for path in [*finished, cancelled, failed]:
         path.parent.mkdir(exist_ok=True)
         shutil.copy(service["source"], path)
         old = time.time() - 60  # finished a minute ago
         os.utime(path, (old, old))
     growing = inbox / "growing.ome.tif"
     growing.write_bytes(service["source"].read_bytes()[:50_000])  # still being written
+    # Earlier runs for this version of c (cancelled: `pyama serve` was stopped) and of d
+    # (failed): the sweep hands c over again, but leaves d for a person.
+    later = datetime.now(UTC).replace(year=datetime.now(UTC).year + 1).isoformat()
+    for path, state in ((cancelled, "CANCELLED"), (failed, "FAILED")):
+        body = {
+            "parameters": {"path": str(path)},
+            "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later}},
+        }
+        found = api.deployment(ACQUISITION)
+        run = api.http.post(f"/deployments/{found['id']}/create_flow_run", json=body).json()
+        forced = {"state": {"type": state}, "force": True}
+        api.http.post(f"/flow_runs/{run['id']}/set_state", json=forced).raise_for_status()
 
     def sweep() -> dict[str, Any]:
         before = len(api.runs(SWEEP))
@@ -286,13 +308,22 @@ def test_the_sweep_processes_complete_acquisitions_once(service):
         return wait_for("the sweep", lambda: final(api.runs(SWEEP), before + 1), 60)[-1]
 
     assert sweep()["state_type"] == "COMPLETED"
-    runs = wait_for(
-        "the swept acquisitions",
-        lambda: final([r for p in finished for r in api.runs_for(ACQUISITION, p)], 2),
-        90,
-    )
-    assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"]
+    expected = [*finished, cancelled]
+
+    def swept() -> list[dict[str, Any]] | None:  # a, b, c's cancelled run and c's new one
+        runs = [r for p in expected for r in api.runs_for(ACQUISITION, p)]
+        return runs if len(runs) == 4 and final(runs, 4) else None
+
+    runs = wait_for("the swept acquisitions", swept, 90)
+    states = sorted((Path(r["parameters"]["path"]).name, r["state_type"]) for r in runs)
+    assert states == [
+        ("a.ome.tif", "COMPLETED"),
+        ("b.ome.tif", "COMPLETED"),
+        ("c.ome.tif", "CANCELLED"),
+        ("c.ome.tif", "COMPLETED"),
+    ], states
     assert (out / "a" / "inbox.yaml").exists() and (out / "day2" / "b" / "inbox.yaml").exists()
+    assert [r["state_type"] for r in api.runs_for(ACQUISITION, failed)] == ["FAILED"]
     assert api.runs_for(ACQUISITION, growing) == []
     assert not (out / "growing").exists()
 
@@ -323,7 +354,7 @@ def test_the_work_pool_form_runs_the_deployments_of_prefect_yaml(service):
     name = "process-new-acquisition/on-acquisition-finished-worker"
     try:
         deployed = api.deployment(name)
-        assert deployed["parameters"]["inbox"] == [str(inbox)]
+        assert "inbox" not in deployed["parameter_openapi_schema"]["properties"]
         assert deployed["global_concurrency_limit"]["limit"] == 1
         sweep = api.deployment("sweep-inbox/inbox-sweep-worker")
         assert sweep["parameters"]["deployment"] == name
