@@ -91,3 +91,32 @@ def test_watch_refuses_a_corrupt_ledger(folders, capsys):
     status, err = run(["watch", str(inbox), "--state", str(ledger)], capsys)
     assert status == 2
     assert f"{ledger}: the watcher's ledger cannot be read" in err
+
+
+def test_serve_refuses_folders_inside_one_another(folders, capsys, monkeypatch):
+    inbox, _ = folders
+    status, err = run(["serve", "--inbox", str(inbox), "--output-root", str(inbox / "out")], capsys)
+    assert status == 2 and "overlaps" in err
+    monkeypatch.chdir(inbox)  # the runs would import modules from the inbox
+    status, err = run(
+        ["serve", "--inbox", str(inbox), "--output-root", str(inbox.parent / "r")], capsys
+    )
+    assert status == 2 and "is inside the inbox" in err
+
+
+def test_the_runs_folders_come_from_the_environment(monkeypatch, tmp_path):
+    from pyama_lib.errors import InboxPathError
+    from pyama_lib.inbox import configured_folders
+
+    monkeypatch.delenv("PYAMA_INBOX", raising=False)
+    with pytest.raises(InboxPathError, match="PYAMA_INBOX must name an absolute folder"):
+        configured_folders()
+    monkeypatch.setenv("PYAMA_INBOX", f"{tmp_path / 'a'}:{tmp_path / 'b'}")
+    monkeypatch.setenv("PYAMA_OUTPUT_ROOT", "relative/out")
+    with pytest.raises(InboxPathError, match="PYAMA_OUTPUT_ROOT"):
+        configured_folders()
+    monkeypatch.setenv("PYAMA_OUTPUT_ROOT", str(tmp_path / "out"))
+    assert configured_folders() == (
+        [str(tmp_path / "a"), str(tmp_path / "b")],
+        str(tmp_path / "out"),
+    )
