@@ -23,10 +23,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_copy  # noqa: E402
 import bench_e2e  # noqa: E402
 import bench_fit  # noqa: E402
+import bench_io  # noqa: E402
 import bench_stages  # noqa: E402
 from common import emit, machine, markdown_table  # noqa: E402
 
-CASES = {"copy": bench_copy, "stages": bench_stages, "e2e": bench_e2e, "fit": bench_fit}
+CASES = {
+    "copy": bench_copy,
+    "stages": bench_stages,
+    "e2e": bench_e2e,
+    "io": bench_io,
+    "fit": bench_fit,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
