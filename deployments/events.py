@@ -12,6 +12,7 @@ The path must lie inside an inbox folder that ``pyama serve`` was given; any oth
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from pyama_lib.inbox import FileVersion
@@ -41,4 +42,11 @@ async def _emit(version: FileVersion) -> None:
 def announce(version: FileVersion) -> None:
     """Emit ``pyama.acquisition.finished`` for ``version`` and wait until the Prefect server
     (``PREFECT_API_URL``) has it; raises when it cannot be delivered."""
-    asyncio.run(_emit(version))
+    # The client warns on every failed connection attempt; the watcher says it once itself.
+    client_log = logging.getLogger("prefect.events.clients")
+    level = client_log.level
+    client_log.setLevel(logging.ERROR)
+    try:
+        asyncio.run(_emit(version))
+    finally:
+        client_log.setLevel(level)

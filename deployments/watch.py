@@ -45,24 +45,30 @@ NETWORK_FILESYSTEMS = frozenset(
 )
 
 
-def filesystem_type(path: str | Path) -> str | None:
-    """The type (``ext4``, ``nfs4``, ``cifs``...) of the file system holding ``path``, from
-    /proc/mounts; None where that cannot be read (not Linux)."""
-    target = str(Path(path).resolve())
-    best, kind = "", None
+def _mounts() -> list[tuple[str, str]]:
+    """(mount point, file system type) of every mount, from /proc/mounts; [] where that
+    cannot be read (not Linux)."""
     try:
         lines = Path("/proc/mounts").read_text().splitlines()
     except OSError:
-        return None
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        mount = fields[1].replace("\\040", " ")
-        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
-        if inside and len(mount) >= len(best):
-            best, kind = mount, fields[2]
-    return kind
+        return []
+    return [(f[1].replace("\\040", " "), f[2]) for f in map(str.split, lines) if len(f) >= 3]
+
+
+def filesystem_type(path: str | Path) -> str | None:
+    """The type (``ext4``, ``nfs4``, ``cifs``...) of the file system holding ``path``; None
+    where /proc/mounts cannot be read."""
+    target = Path(path).resolve()
+    holding = [(m, kind) for m, kind in _mounts() if target.is_relative_to(m)]
+    return max(holding, key=lambda mk: len(mk[0]))[1] if holding else None
+
+
+def network_filesystems(path: str | Path) -> set[str]:
+    """The network file system types at ``path`` and mounted anywhere below it (a share
+    mounted inside a local folder delivers no change events either)."""
+    target = Path(path).resolve()
+    below = {kind for m, kind in _mounts() if Path(m).is_relative_to(target)}
+    return ({filesystem_type(target)} | below) & NETWORK_FILESYSTEMS
 
 
 def default_ledger(folders: Sequence[str | Path]) -> Path:
@@ -99,6 +105,8 @@ class _Seen:
     signature: tuple[int, int]  # size, mtime_ns
     since: float  # monotonic time the signature was first seen
     said: str = ""  # the last "not ready" reason logged
+    failures: int = 0  # announcements that failed in a row (the server is down)
+    retry_at: float = 0.0  # monotonic time before which no announcement is tried again
 
 
 class Watcher:
@@ -128,9 +136,9 @@ class Watcher:
 
     def _how(self, folder: Path) -> tuple[bool, str]:
         """Whether ``folder`` needs polling, and the sentence that says how it is watched."""
-        kind = filesystem_type(folder)
-        if self.poll or (self.poll is None and kind in NETWORK_FILESYSTEMS):
-            why = "--poll" if self.poll else f"{kind} delivers no change events"
+        kinds = network_filesystems(folder)
+        if self.poll or (self.poll is None and kinds):
+            why = "--poll" if self.poll else f"{', '.join(sorted(kinds))} delivers no change events"
             return True, f"polling every {self.poll_seconds:g} s ({why})"
         return False, "change events (inotify)"
 
@@ -204,9 +212,14 @@ class Watcher:
                 if now - seen.since >= self.quiet_seconds:
                     seen.since = now  # quiet but not openable: look again after another period
                 continue
+            if now < seen.retry_at:
+                continue
             try:
                 self.announce(version)
-            except Exception as exc:  # the server is down: keep it, try again next round
+            except Exception as exc:  # the server is down: keep it, try again later
+                # 2, 4, 8 ... 60 s apart: a server down overnight costs a few tries a minute
+                seen.failures += 1
+                seen.retry_at = now + min(60.0, 2.0**seen.failures)
                 if not seen.said.startswith("could not announce"):  # once, not every second
                     seen.said = f"could not announce {path} ({type(exc).__name__}: {exc})"
                     self.log(f"{seen.said}; will retry")

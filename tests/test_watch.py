@@ -321,3 +321,14 @@ def test_default_ledger_honours_xdg_state_home(tmp_path: Path, monkeypatch) -> N
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     fallback = default_ledger([tmp_path / "inbox-a"])
     assert fallback == tmp_path / "home" / ".local" / "state" / "pyama-flow" / one.name
+
+
+def test_a_network_share_mounted_below_the_folder_needs_polling(monkeypatch, tmp_path):
+    from deployments import watch
+
+    share = tmp_path / "scope-1"
+    mounts = [("/", "ext4"), (str(share), "cifs")]
+    monkeypatch.setattr(watch, "_mounts", lambda: mounts)
+    assert watch.network_filesystems(tmp_path) == {"cifs"}
+    assert watch.network_filesystems(share) == {"cifs"}
+    assert watch.network_filesystems(tmp_path.parent / "other") == set()
