@@ -33,10 +33,14 @@ TARGET_SUM_MS, TARGET_RATIO = 400, 0.10
 PYAMA = str(Path(sys.executable).parent / "pyama")
 
 
-def _timed(args: list[str], env: dict[str, str]) -> float:
+def _timed(args: list[str], env: dict[str, str], status: int = 0) -> float:
+    """Wall seconds of ``pyama ARGS``; RuntimeError unless it exits with ``status``."""
     start = time.perf_counter()
-    subprocess.run([PYAMA, *args], env=env, capture_output=True, check=False)
-    return time.perf_counter() - start
+    done = subprocess.run([PYAMA, *args], env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != status:
+        raise RuntimeError(f"pyama {' '.join(args)} exited {done.returncode}: {done.stderr}")
+    return seconds
 
 
 def _stage_ms(out: Path, n_frames: int) -> dict[str, float]:
@@ -66,7 +70,11 @@ def run(quick: bool = False) -> list[Record]:
             walls.append(_timed(["process", path, "-o", str(out)], env))
             stages.append(_stage_ms(out, sizes["n_frames"]))
             noops.append(_timed(["process", path, "-o", str(out)], env))
-            typos.append(_timed(["process", path, "-o", str(out), "--stages", "segmnt"], env))
+            run = yaml.safe_load((out / "run.yaml").read_text())["runs"][-1]
+            if {v for stages in run["timings"].values() for v in stages.values()} != {"skipped"}:
+                raise RuntimeError(f"the no-op re-run over {out} did work: {run['timings']}")
+            typo = ["process", path, "-o", str(out), "--stages", "segmnt"]
+            typos.append(_timed(typo, env, status=2))
     finally:
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)

@@ -122,6 +122,7 @@ class Watcher:
         poll: bool | None = None,
         poll_seconds: float = 5.0,
         log: Callable[[str], None] = print,
+        retry_seconds: float = 2.0,
     ) -> None:
         self.folders = [Path(f).resolve() for f in folders]
         self.ledger = ledger
@@ -130,6 +131,7 @@ class Watcher:
         self.poll_seconds = poll_seconds
         self.log = log
         self.poll = poll
+        self.retry_seconds = retry_seconds  # first wait after a failed announcement
         self._handler = _Candidates()
         self._seen: dict[Path, _Seen] = {}
         self._observer: BaseObserver | None = None
@@ -138,7 +140,7 @@ class Watcher:
         """Whether ``folder`` needs polling, and the sentence that says how it is watched."""
         kinds = network_filesystems(folder)
         if self.poll or (self.poll is None and kinds):
-            why = "--poll" if self.poll else f"{', '.join(sorted(kinds))} delivers no change events"
+            why = "--poll" if self.poll else f"no change events on {', '.join(sorted(kinds))}"
             return True, f"polling every {self.poll_seconds:g} s ({why})"
         return False, "change events (inotify)"
 
@@ -198,8 +200,8 @@ class Watcher:
                 del self._seen[path]
                 continue
             signature = (version.size, version.mtime_ns)
-            if signature != seen.signature:
-                seen.signature, seen.since, seen.said = signature, now, ""
+            if signature != seen.signature:  # a new version: a fresh start
+                self._seen[path] = _Seen(signature, now)
                 continue
             if self.ledger.has(version):  # e.g. touched back to an announced state
                 del self._seen[path]
@@ -217,9 +219,10 @@ class Watcher:
             try:
                 self.announce(version)
             except Exception as exc:  # the server is down: keep it, try again later
-                # 2, 4, 8 ... 60 s apart: a server down overnight costs a few tries a minute
+                # 2, 4, 8 ... 60 s apart: a server down overnight costs each waiting file a
+                # try a minute
+                seen.retry_at = time.monotonic() + min(60.0, self.retry_seconds * 2**seen.failures)
                 seen.failures += 1
-                seen.retry_at = now + min(60.0, 2.0**seen.failures)
                 if not seen.said.startswith("could not announce"):  # once, not every second
                     seen.said = f"could not announce {path} ({type(exc).__name__}: {exc})"
                     self.log(f"{seen.said}; will retry")

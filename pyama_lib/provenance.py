@@ -70,6 +70,16 @@ _DISTRIBUTIONS = (
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
+
+def _load_yaml(text: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_LOADER)
+    except yaml.YAMLError:
+        # libyaml refuses the escapes pure-Python YAML writes for non-UTF-8 file names
+        # ("\udce9"): such a record is still good, not unreadable.
+        return yaml.safe_load(text)
+
+
 Timing = float | str  # seconds, or "skipped" (outputs already complete)
 
 
@@ -251,7 +261,7 @@ def load_run_yaml(out_dir: str | Path) -> list[RunRecord]:
     except OSError as exc:
         raise RunRecordError(path, f"cannot read run record ({exc.strerror or exc})") from exc
     try:
-        data = yaml.load(text, Loader=_LOADER)
+        data = _load_yaml(text)
     except yaml.YAMLError as exc:
         raise RunRecordError(
             path, f"not valid YAML ({exc}); move it aside to start a new record"
@@ -298,6 +308,9 @@ def write_run_yaml(record: RunRecord, out_dir: str | Path) -> Path:
     else:
         entries.append(new)
     document = {"format_version": _FORMAT_VERSION, "runs": entries}
-    text = yaml.dump(document, Dumper=_DUMPER, sort_keys=False, allow_unicode=True)
+    try:
+        text = yaml.dump(document, Dumper=_DUMPER, sort_keys=False, allow_unicode=True)
+    except UnicodeEncodeError:  # a file name that is not UTF-8: only pure Python escapes it
+        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
     atomic_write_text(path, text)
     return path

@@ -350,3 +350,15 @@ def test_older_run_yaml_without_settings_still_loads(tmp_path: Path) -> None:
     write_run_yaml(RunRecord(run_id="next"), tmp_path)
     first, second = load_run_yaml(tmp_path)
     assert first.run_id == "0123abcd" and first.settings == {} and second.run_id == "next"
+
+
+def test_a_file_name_that_is_not_utf8_is_recorded_and_read_back(tmp_path):
+    """libyaml cannot write or read the escapes such a name needs; pure-Python YAML can."""
+    from pyama_lib.provenance import RunRecord, load_run_yaml, write_run_yaml
+
+    name = os.fsdecode(b"/data/caf\xe9.nd2")  # a Latin-1 name on an SMB share
+    write_run_yaml(RunRecord(parameters={"input": name}), tmp_path)
+    write_run_yaml(RunRecord(parameters={"input": "/data/b.nd2"}), tmp_path)  # reads, appends
+    records = load_run_yaml(tmp_path)
+    assert [r.parameters["input"] for r in records] == [name, "/data/b.nd2"]
+    assert not list(tmp_path.glob("run.yaml.unreadable*"))

@@ -261,7 +261,7 @@ def test_a_failed_announcement_is_retried_and_recorded_only_once_delivered(rig: 
             raise ConnectionError("the Prefect server is down")
         rig.announced.append(version)
 
-    watcher = rig.watcher(announce=announce)
+    watcher = rig.watcher(announce=announce, retry_seconds=0.1)  # 0.1, 0.2, 0.4 ... s apart
     watcher.start()
     target = rig.drop(rig.folder / "exp1.nd2", rig.data())
     version = FileVersion.of(target)
