@@ -379,3 +379,27 @@ def test_the_work_pool_form_runs_the_deployments_of_prefect_yaml(service):
         for each in (name, "sweep-inbox/inbox-sweep-worker"):
             if found := api.deployment(each):
                 api.http.delete(f"/deployments/{found['id']}")
+
+
+def test_a_command_leaves_at_once_with_its_run_fully_recorded(service):
+    """`pyama process` skips the interpreter's teardown (its last exit hook leaves): the run's
+    final state, logs and artifacts must still reach the server first."""
+    api, root = service["api"], service["root"]
+    out = root / "direct-out"
+    cmd = [str(BIN / "pyama"), "process", str(service["source"]), "-o", str(out)]
+    cmd += ["--runner", "thread", "--workers", "1"]
+    done = subprocess.run(cmd, env=service["env"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    body = {"flows": {"name": {"any_": ["process-acquisition"]}}, "sort": "START_TIME_DESC"}
+    run = next(
+        r
+        for r in api.http.post("/flow_runs/filter", json=body).json()
+        if r["parameters"].get("output_dir") == str(out)
+    )
+    assert run["state_type"] == "COMPLETED"
+    logs = {"logs": {"flow_run_id": {"any_": [run["id"]]}}, "sort": "TIMESTAMP_ASC"}
+    messages = [entry["message"] for entry in api.http.post("/logs/filter", json=logs).json()]
+    assert messages and messages[-1].startswith("Finished in state Completed"), messages[-3:]
+    artifacts = {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}
+    keys = {a["key"] for a in api.http.post("/artifacts/filter", json=artifacts).json()}
+    assert {"synthetic-process-summary", "synthetic-process-outputs"} <= keys
