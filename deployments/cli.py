@@ -16,9 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from flows.cli import load_params_file, stops_on_sigterm
-from flows.runners import RUNNERS
-from pyama_lib.config import DEFAULT_FL, check_counts
+from flows.cli import add_processing_arguments, processing_options, stops_on_sigterm
 from pyama_lib.errors import OutputDirError, ParamsError
 
 SERVER_HELP = (
@@ -112,14 +110,7 @@ def register_serve(subparsers: Any) -> None:
     p.add_argument(
         "--max-concurrent", type=int, default=1, help="acquisitions processed at once (1)"
     )
-    p.add_argument("--pc", type=int, default=0, help="phase-contrast channel (default 0)")
-    p.add_argument(
-        "--fl", type=int, action="append", help="fluorescence channel; repeat (default 1)"
-    )
-    p.add_argument("--workers", type=int, default=2, help="parallel workers per acquisition (2)")
-    p.add_argument("--batch-size", type=int, default=2, help="FOVs in flight at once (2)")
-    p.add_argument("--runner", choices=RUNNERS, default="process", help="task runner")
-    p.add_argument("--params", type=Path, help="YAML file of per-stage parameter overrides")
+    add_processing_arguments(p)  # each acquisition's run
     p.set_defaults(func=run_serve)
 
 
@@ -128,23 +119,16 @@ def serve_settings(args: argparse.Namespace) -> Any:
     from deployments.serve import ServeSettings, parse_schedule
     from flows.fit import check_fit_options
     from pyama_lib.io.samples import load_samples
-    from pyama_lib.pipeline.params import parse_params
 
-    check_counts(batch_size=args.batch_size, n_workers=args.workers)
+    processing = processing_options(args)
     if args.max_concurrent < 1:
         raise ParamsError(f"--max-concurrent must be at least 1; given: {args.max_concurrent}")
     if args.quiet_seconds < 0:
         raise ParamsError(f"--quiet-seconds must be 0 or more; given: {args.quiet_seconds:g}")
     parse_schedule(args.schedule)
     check_fit_options(args.model, None, None)
-    processing: dict[str, Any] = {
-        "pc": args.pc,
-        "fl": args.fl or list(DEFAULT_FL),
-        "n_workers": args.workers,
-        "batch_size": args.batch_size,
-        "runner": args.runner,
-    }
-    params = parse_params(load_params_file(args.params))
+    # The deployment's defaults: the parameters only when a file gave them (else the flow's).
+    params = processing.pop("params")
     if args.params is not None:
         processing["params"] = params.model_dump(mode="json")
     if args.samples is not None:

@@ -47,22 +47,46 @@ def register_process(subparsers: Any) -> None:
     p.set_defaults(func=run_process)
 
 
-def add_process_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``pyama process`` (``pyama run`` takes them too)."""
-    p.add_argument("input", help="the .nd2 or .ome.tif acquisition")
-    p.add_argument("-o", "--output", required=True, help="output folder (created if needed)")
+def add_processing_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every processing run takes: ``pyama process`` and ``run``, and the runs
+    ``pyama serve`` starts (:func:`processing_options` reads them)."""
     p.add_argument("--pc", type=int, default=0, help="phase-contrast channel (default 0)")
     p.add_argument(
         "--fl", type=int, action="append", help="fluorescence channel; repeat for more (default 1)"
     )
-    p.add_argument("--fovs", help='FOVs to process, e.g. "0-3, 7" (default all)')
-    p.add_argument("--fov-start", type=int, default=-1, help="first FOV (-1: the first)")
-    p.add_argument("--fov-end", type=int, default=-1, help="last FOV, inclusive (-1: the last)")
     p.add_argument("--workers", type=int, default=2, help="parallel workers (default 2)")
     p.add_argument("--batch-size", type=int, default=2, help="FOVs in flight at once (default 2)")
     p.add_argument("--runner", choices=RUNNERS, default="process", help="task runner")
-    p.add_argument("--dask-address", help="scheduler of an existing Dask cluster, tcp://host:8786")
     p.add_argument("--params", type=Path, help="YAML file of per-stage parameter overrides")
+
+
+def processing_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of :func:`add_processing_arguments` as flow keyword arguments, checked
+    (counts, the parameters file) without Prefect."""
+    from pyama_lib.pipeline.params import parse_params
+
+    check_counts(
+        batch_size=args.batch_size, n_workers=args.workers, retries=getattr(args, "retries", None)
+    )
+    return {
+        "pc": args.pc,
+        "fl": args.fl or list(DEFAULT_FL),
+        "batch_size": args.batch_size,
+        "n_workers": args.workers,
+        "runner": args.runner,
+        "params": parse_params(load_params_file(args.params)),
+    }
+
+
+def add_process_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``pyama process`` (``pyama run`` takes them too)."""
+    p.add_argument("input", help="the .nd2 or .ome.tif acquisition")
+    p.add_argument("-o", "--output", required=True, help="output folder (created if needed)")
+    add_processing_arguments(p)
+    p.add_argument("--fovs", help='FOVs to process, e.g. "0-3, 7" (default all)')
+    p.add_argument("--fov-start", type=int, default=-1, help="first FOV (-1: the first)")
+    p.add_argument("--fov-end", type=int, default=-1, help="last FOV, inclusive (-1: the last)")
+    p.add_argument("--dask-address", help="scheduler of an existing Dask cluster, tcp://host:8786")
     p.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
     p.add_argument("--retries", type=int, help="retries per task (default 2)")
     p.add_argument(
@@ -194,22 +218,15 @@ def prefect_session(process_workers: bool = False) -> Iterator[None]:
 def process_options(args: argparse.Namespace) -> dict[str, Any]:
     """``process_acquisition``'s keyword arguments from ``args``, checked without Prefect:
     a typo in any of them is reported before Prefect or a worker starts."""
-    from pyama_lib.pipeline.params import parse_params
     from pyama_lib.pipeline.plan import plan_jobs
 
     stages = parse_stages(args.stages)
-    check_counts(batch_size=args.batch_size, n_workers=args.workers, retries=args.retries)
     options: dict[str, Any] = {
-        "pc": args.pc,
-        "fl": args.fl or list(DEFAULT_FL),
+        **processing_options(args),
         "fov_start": args.fov_start,
         "fov_end": args.fov_end,
         "fovs": args.fovs,
-        "batch_size": args.batch_size,
-        "n_workers": args.workers,
-        "runner": args.runner,
         "dask_address": args.dask_address,
-        "params": parse_params(load_params_file(args.params)),
         "stages": stages,
         "reader_options": {"times": args.times} if args.times != "nominal" else {},
     }
