@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.client.schemas.objects import StateType
 from prefect.runtime import flow_run
 from pydantic import Field
 
@@ -44,6 +45,8 @@ from tasks.logs import quiet_expected_errors
 
 quiet_expected_errors()  # a refused path fails its run with the message, not a traceback
 
+#: Run states that still lead somewhere: such a run will process its acquisition.
+_UNFINISHED = (StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED)
 #: The deployments ``pyama serve`` creates (deployments/serve.py).
 ACQUISITION_DEPLOYMENT = "process-new-acquisition/on-acquisition-finished"
 SWEEP_DEPLOYMENT = "sweep-inbox/inbox-sweep"
@@ -122,11 +125,10 @@ def process_new_acquisition_flow(
     return AcquisitionOutcome(str(acquisition), str(out), "processed")
 
 
-def _handed_over(deployment: str, version: FileVersion) -> bool:
-    """Whether a run of ``deployment`` for this version exists that needs no successor: one
-    not finished yet (queued, late, running), or one that completed or failed after the file
-    last changed. A cancelled or crashed run (``pyama serve`` was stopped) does not count,
-    so the next sweep hands the acquisition over again."""
+def _recent_runs(deployment: str, since_ns: int) -> list[Any]:
+    """The runs of ``deployment`` that may stand for a file changed at ``since_ns`` or later:
+    those not finished yet (queued, late, running), and those that completed or failed since.
+    Two bounded queries on the server instead of reading every run the deployment ever had."""
     from datetime import UTC, datetime
 
     from prefect.client.orchestration import get_client
@@ -138,35 +140,50 @@ def _handed_over(deployment: str, version: FileVersion) -> bool:
         FlowRunFilterState,
         FlowRunFilterStateType,
     )
-    from prefect.client.schemas.objects import StateType
 
     def of_type(*types: StateType) -> FlowRunFilterState:
         return FlowRunFilterState(type=FlowRunFilterStateType(any_=list(types)))
 
-    changed = datetime.fromtimestamp(version.mtime_ns / 1e9, tz=UTC)
-    unfinished = (StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED)
-    # Two bounded queries on the server instead of reading every run the deployment ever had.
+    since = datetime.fromtimestamp(since_ns / 1e9, tz=UTC)
     queries = [
-        FlowRunFilter(state=of_type(*unfinished)),
+        FlowRunFilter(state=of_type(*_UNFINISHED)),
         FlowRunFilter(
             state=of_type(StateType.COMPLETED, StateType.FAILED),
-            expected_start_time=FlowRunFilterExpectedStartTime(after_=changed),
+            expected_start_time=FlowRunFilterExpectedStartTime(after_=since),
         ),
     ]
     with get_client(sync_client=True) as client:
         target = client.read_deployment_by_name(deployment)
         of_target = DeploymentFilter(id=DeploymentFilterId(any_=[target.id]))
-        runs = [
+        return [
             run
             for query in queries
             for run in client.read_flow_runs(flow_run_filter=query, deployment_filter=of_target)
         ]
-    # Paths as the runs were given them (events may name a path any way they like); a path
-    # that does not resolve is not this file's.
-    return any(_same_file(run.parameters.get("path"), version.path) for run in runs)
+
+
+def _handed_over(runs: list[Any], version: FileVersion) -> bool:
+    """Whether one of ``runs`` (:func:`_recent_runs`) stands for this version and needs no
+    successor: not finished yet, or completed or failed after the file last changed. A
+    cancelled or crashed run (``pyama serve`` was stopped) does not count, so the next sweep
+    hands the acquisition over again."""
+    changed = version.mtime_ns / 1e9
+    return any(
+        _same_file(run.parameters.get("path"), version.path)
+        and (
+            run.state_type in _UNFINISHED
+            or (
+                run.expected_start_time is not None
+                and run.expected_start_time.timestamp() >= changed
+            )
+        )
+        for run in runs
+    )
 
 
 def _same_file(given: object, path: str) -> bool:
+    # Paths as the runs were given them (events may name a path any way they like); a path
+    # that does not resolve is not this file's.
     if not isinstance(given, str) or not given:
         return False
     try:
@@ -191,32 +208,39 @@ def sweep_inbox_flow(
         k: [] for k in ("submitted", "done", "in_progress", "waiting", "refused")
     }
     rows: list[dict[str, str]] = []
+
+    def note(acquisition: Path, action: str, why: str = "") -> None:
+        seen[action].append(str(acquisition))
+        rows.append({"acquisition": str(acquisition), "action": action, "why": why})
+
+    ready: list[tuple[Path, FileVersion]] = []
     for folder in inbox:
         for candidate in find_acquisitions(folder):
             try:
                 acquisition, root = resolve_in_inbox(candidate, inbox)
             except InboxPathError as exc:
                 logger.warning("%s", exc)
-                seen["refused"].append(str(candidate))
-                rows.append({"acquisition": str(candidate), "action": "refused", "why": str(exc)})
+                note(candidate, "refused", str(exc))
                 continue
             try:
                 version = FileVersion.of(acquisition)
             except OSError:  # deleted since it was listed
                 continue
-            why = ""
             if is_processed(output_folder(acquisition, root, output_root), version):
-                action = "done"
+                note(acquisition, "done")
             elif reason := not_ready(acquisition, quiet_seconds):
-                action, why = "waiting", reason
-            elif _handed_over(deployment, version):
-                action = "in_progress"
+                note(acquisition, "waiting", reason)
             else:
-                run_deployment(deployment, parameters={"path": str(acquisition)}, timeout=0)
-                action = "submitted"
-                logger.info("submitted %s", version.describe())
-            seen[action].append(str(acquisition))
-            rows.append({"acquisition": str(acquisition), "action": action, "why": why})
+                ready.append((acquisition, version))
+    # One look at the deployment's runs for all of them, not one per acquisition.
+    runs = _recent_runs(deployment, min(v.mtime_ns for _, v in ready)) if ready else []
+    for acquisition, version in ready:
+        if _handed_over(runs, version):
+            note(acquisition, "in_progress")
+        else:
+            run_deployment(deployment, parameters={"path": str(acquisition)}, timeout=0)
+            logger.info("submitted %s", version.describe())
+            note(acquisition, "submitted")
     counts = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in seen.items())
     logger.info("inbox sweep: %s", counts)
     create_table_artifact(
