@@ -24,6 +24,7 @@ import bench_copy  # noqa: E402
 import bench_e2e  # noqa: E402
 import bench_fit  # noqa: E402
 import bench_io  # noqa: E402
+import bench_scaling  # noqa: E402
 import bench_stages  # noqa: E402
 from common import emit, machine, markdown_table  # noqa: E402
 
@@ -33,6 +34,7 @@ CASES = {
     "e2e": bench_e2e,
     "io": bench_io,
     "fit": bench_fit,
+    "scaling": bench_scaling,
 }
 
 

@@ -32,6 +32,7 @@ from prefect.futures import PrefectFuture, as_completed
 from pydantic import Field
 
 from flows.artifacts import artifact_key, named_after
+from flows.cluster import runner_session
 from flows.progress import report_progress
 from flows.reporting import (
     ProcessSummary,
@@ -84,7 +85,7 @@ def run_fovs(
         while waiting and len(in_flight) < batch_size:
             submit(waiting.popleft(), 0)
 
-    with task_runner, stop_workers_on_interrupt():
+    with task_runner, runner_session(task_runner, jobs[0]) as session, stop_workers_on_interrupt():
         fill()  # the workers start before the progress artifact's API call
         progress = create_progress_artifact(
             progress=0.0,
@@ -98,6 +99,7 @@ def run_fovs(
             try:
                 results[job.fov].append(future.result())
             except Exception as exc:  # one FOV failing must not stop the others
+                exc = session.failure(future, exc, tasks[stages[index]], job)
                 logger.error("fov_%03d failed in %s: %s", job.fov, stages[index], exc)
                 results[job.fov] = failed_fov(stages[index], exc, results[job.fov])
                 done += len(stages) - index - 1

@@ -140,3 +140,8 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signal_name)
         self.signal_name = signal_name
         self.exit_status = exit_status
+
+
+class ClusterError(PyamaError):
+    """The Dask cluster cannot run the stages: no workers, or workers that cannot read the
+    input or write the output folder (not a filesystem they share)."""

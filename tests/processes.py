@@ -1,0 +1,64 @@
+"""Subprocesses for the tests that run services (Prefect server, pyama serve/watch, Dask
+scheduler and workers): each in a session of its own, its output in a log file, stopped by
+process group (SIGTERM, then SIGKILL), also when the test fails."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+class Processes:
+    """Started subprocesses, each in its own session, with its output in a log file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.started: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = self.folder / f"{name}-{len(self.started)}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.started.append((proc, log))
+        return proc
+
+    def log(self, proc: subprocess.Popen) -> str:
+        path = next(log for p, log in self.started if p is proc)
+        return path.read_text(errors="replace")
+
+    @staticmethod
+    def stop(proc: subprocess.Popen) -> None:
+        """SIGTERM to the process group, SIGKILL after 15 s."""
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # children that outlived their leader
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for proc, _ in reversed(self.started):  # serve and workers before the server
+            self.stop(proc)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
