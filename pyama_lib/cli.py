@@ -118,7 +118,41 @@ def describe_times(times_min: np.ndarray) -> str:
     return f"{first:g}-{last:g} min, irregular (median step {float(np.median(steps)):g} min)"
 
 
-COMMANDS: list[Callable[[Subparsers], None]] = [_register_synth, _register_info]
+def _register_score(sub: Subparsers) -> None:
+    p = sub.add_parser("score", help="compare an output's traces with a synthetic ground truth")
+    p.add_argument("output", type=Path, help="the processed output folder")
+    p.add_argument("--truth", type=Path, required=True, help="the folder `pyama synth` wrote")
+    p.add_argument("--channel", type=int, default=1, help="fluorescence channel (default 1)")
+    p.set_defaults(func=_run_score)
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    import json
+
+    from pyama_lib.io.atomic import atomic_write_text
+    from pyama_lib.scoring import score_output
+
+    score = score_output(args.output, args.truth, args.channel)
+    err = score.intensity_error
+    rows = [
+        ("true cells / traces", f"{score.n_true_cells} / {score.n_traces}"),
+        ("recall / precision", f"{score.recall:.3f} / {score.precision:.3f}"),
+        ("purity / coverage", f"{score.purity:.3f} / {score.coverage:.3f}"),
+        ("id switches", str(score.id_switches)),
+        ("|intensity error| median / p90", f"{err['median_abs']:.1%} / {err['p90_abs']:.1%}"),
+        ("signed error median / at the border", f"{err['signed_median']:+.1%} / "
+         f"{err['border_signed_median']:+.1%}"),
+        ("missed cells", ", ".join(f"{kind} {n}" for kind, n in score.misses.items())),
+    ]  # fmt: skip
+    for what, value in rows:
+        print(f"{what:<36} {value}")
+    path = args.output / f"score_ch_{args.channel}.json"
+    atomic_write_text(path, json.dumps(score.as_dict(), indent=2) + "\n")
+    print(f"score: {path}")
+    return 0
+
+
+COMMANDS: list[Callable[[Subparsers], None]] = [_register_synth, _register_info, _register_score]
 
 
 def build_parser(
