@@ -168,9 +168,10 @@ def ensure_synthetic(name: str, **kwargs: Any) -> str:
 
 def _make_synthetic(out_dir: str, **kwargs: Any) -> Record:
     """Child side of :func:`ensure_synthetic`."""
-    from pyama_lib.synthetic import make_synthetic
+    from pyama_lib.synthetic import HardCases, make_synthetic
 
-    info = make_synthetic(out_dir, **kwargs)
+    hard = HardCases() if kwargs.pop("hard", False) else None  # JSON-able as a flag
+    info = make_synthetic(out_dir, **kwargs, hard=hard)
     return {"path": str(info.path)}
 
 

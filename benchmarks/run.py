@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_accuracy  # noqa: E402
 import bench_copy  # noqa: E402
 import bench_e2e  # noqa: E402
 import bench_fit  # noqa: E402
@@ -35,6 +36,7 @@ CASES = {
     "io": bench_io,
     "fit": bench_fit,
     "scaling": bench_scaling,
+    "accuracy": bench_accuracy,
 }
 
 

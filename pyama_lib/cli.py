@@ -53,11 +53,16 @@ def _register_synth(sub: Subparsers) -> None:
     p.add_argument("--fl-channels", type=int, default=1, help="fluorescence channels (1)")
     p.add_argument("--interval", type=float, default=10.0, help="minutes between frames (10)")
     p.add_argument("--no-labels", action="store_true", help="skip the truth label stacks")
+    p.add_argument(
+        "--hard",
+        action="store_true",
+        help="add cells that arrive late, leave, are faint or small (for `pyama score`)",
+    )
     p.set_defaults(func=_run_synth)
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    from pyama_lib.synthetic import make_synthetic
+    from pyama_lib.synthetic import HardCases, make_synthetic
 
     info = make_synthetic(
         args.out,
@@ -69,6 +74,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         n_fl=args.fl_channels,
         interval_min=args.interval,
         write_labels=not args.no_labels,
+        hard=HardCases() if args.hard else None,
     )
     _print_acquisition(info.path)
     print(f"truth cells:  {info.cells_csv}")

@@ -34,23 +34,30 @@ import zarr
 
 from pyama_lib.errors import InputDataError
 from pyama_lib.io.ome_tiff import write_ome_tiff
+from pyama_lib.synthetic_cells import (
+    HALO_PX,
+    KINETIC_PARAMS,
+    MIN_SEMI_MINOR_PX,
+    Cells,
+    HardCases,
+    draw_cells,
+    maturation,
+    pattern_grid,
+    radius_range,
+    with_hard_cases,
+)
+
+__all__ = ["CHANNEL_NAMES", "KINETIC_PARAMS", "HardCases", "SyntheticInfo", "make_synthetic"]
+__all__ += ["maturation"]
 
 CHANNEL_NAMES = ("Phase", "GFP", "mCherry", "Cy5")
-KINETIC_PARAMS = ("t0", "ktl", "km", "delta", "beta")
 
 _PC_BACKGROUND = 1500.0  # counts
 _PC_BODY_DARKENING = 330.0
 _PC_TEXTURE_SD = 250.0  # ≫ background noise (~40): local std far above the log-std threshold
 _PC_HALO = 500.0
-_HALO_PX = 2.0
 _READ_NOISE_SD = 5.0
 _FL_BACKGROUND = 100.0
-_P_EXPRESS = 0.75
-# PyAMA's opening erases blobs without a 19×19 square inside them and its closing merges blobs
-# less than 19 px apart (DESIGN Segmentation): cells are at least this thick and this far apart.
-_MIN_SEMI_MINOR_PX = 12.0
-_MAX_SEMI_MAJOR_PX = 24.0
-_MIN_GAP_PX = 20.0
 
 
 @dataclass(frozen=True)
@@ -69,98 +76,6 @@ class SyntheticInfo:
     times_min: tuple[float, ...]
 
 
-@dataclass(frozen=True)
-class _Cells:
-    """One FOV's cells; every array has one entry per cell (cell id = index + 1)."""
-
-    pattern_x: np.ndarray
-    pattern_y: np.ndarray
-    x0: np.ndarray
-    y0: np.ndarray
-    drift_x: np.ndarray  # px over the whole movie
-    drift_y: np.ndarray
-    semi_major: np.ndarray
-    semi_minor: np.ndarray
-    angle: np.ndarray  # radians
-    expresses: np.ndarray  # bool
-    kinetics: np.ndarray  # (n_fl, n_cells, 5) in KINETIC_PARAMS order, time in hours
-
-
-def maturation(
-    t_h: np.ndarray | float,
-    t0: np.ndarray | float,
-    ktl: np.ndarray | float,
-    km: np.ndarray | float,
-    delta: np.ndarray | float,
-    beta: np.ndarray | float,
-) -> np.ndarray:
-    """Mature-protein amount of the DESIGN maturation model (no offset); 0 before ``t0``.
-
-    All arguments broadcast; times and rates in hours. Requires ``beta != delta`` and
-    ``beta - delta + km != 0``.
-    """
-    dt = np.maximum(np.asarray(t_h, dtype=np.float64) - t0, 0.0)
-    bd = np.asarray(beta, dtype=np.float64) - delta
-    value = ktl * (
-        np.exp(-(beta + km) * dt) / (bd + km)
-        - np.exp(-beta * dt) / bd
-        + km * np.exp(-delta * dt) / (bd * (bd + km))
-    )
-    return np.where(dt > 0, value, 0.0)
-
-
-def pattern_grid(size: int, n_cells: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Centres (x, y) of the smallest square grid with ``n_cells`` points, and its spacing."""
-    side = max(1, math.ceil(math.sqrt(n_cells)))
-    spacing = size / side
-    centres = (np.arange(side, dtype=np.float64) + 0.5) * spacing
-    ys, xs = np.meshgrid(centres, centres, indexing="ij")
-    return xs.ravel(), ys.ravel(), spacing
-
-
-def _draw_cells(
-    rng: np.random.Generator, size: int, n_cells: int, n_fl: int, max_drift: float
-) -> _Cells:
-    xs, ys, spacing = pattern_grid(size, n_cells)
-    # Row-major subset of grid points: cell ids follow the pattern's raster order.
-    keep = np.sort(rng.choice(xs.size, size=n_cells, replace=False))
-    px, py = xs[keep], ys[keep]
-    jitter = min(2.0, 0.04 * spacing)
-    r_min, r_max = _radius_range(spacing, jitter, max_drift)
-    minor = rng.uniform(r_min, max(r_min, 0.5 * (r_min + r_max)), n_cells)
-    major = np.minimum(minor * rng.uniform(1.0, 1.3, n_cells), max(r_max, r_min))
-    direction = rng.uniform(0.0, 2 * np.pi, n_cells)
-    drift = rng.uniform(0.3, 1.0, n_cells) * max_drift
-    kin = np.empty((n_fl, n_cells, len(KINETIC_PARAMS)), dtype=np.float64)
-    for k in range(n_fl):
-        kin[k, :, 0] = rng.uniform(0.1, 0.9, n_cells)  # t0 within the fit bounds [0, 1] h
-        kin[k, :, 1] = np.exp(rng.uniform(np.log(1e3), np.log(1e4), n_cells))
-        kin[k, :, 2] = np.exp(rng.uniform(np.log(0.5), np.log(3.0), n_cells))
-        kin[k, :, 3] = np.exp(rng.uniform(np.log(0.05), np.log(0.3), n_cells))
-        kin[k, :, 4] = np.exp(rng.uniform(np.log(0.002), np.log(0.03), n_cells))  # < delta
-    expresses = rng.random(n_cells) < _P_EXPRESS
-    kin[:, ~expresses, 1] = 0.0  # ktl 0: the model gives 0 at every time
-    return _Cells(
-        pattern_x=px,
-        pattern_y=py,
-        x0=px + rng.uniform(-jitter, jitter, n_cells),
-        y0=py + rng.uniform(-jitter, jitter, n_cells),
-        drift_x=drift * np.cos(direction),
-        drift_y=drift * np.sin(direction),
-        semi_major=major,
-        semi_minor=minor,
-        angle=rng.uniform(0.0, np.pi, n_cells),
-        expresses=expresses,
-        kinetics=kin,
-    )
-
-
-def _radius_range(spacing: float, jitter: float, max_drift: float) -> tuple[float, float]:
-    """Smallest semi-minor and largest semi-major axis (px) keeping neighbours ≥ 20 px apart."""
-    r_max = min(_MAX_SEMI_MAJOR_PX, 0.5 * (spacing - _MIN_GAP_PX) - jitter - max_drift - _HALO_PX)
-    return min(_MIN_SEMI_MINOR_PX, r_max), r_max
-
-
 def _illumination(rng: np.random.Generator, size: int, level: float) -> np.ndarray:
     """Smooth uneven background: a tilt plus an off-centre Gaussian hot spot, float32 (H, W)."""
     coords = np.linspace(0.0, 1.0, size, dtype=np.float32)
@@ -172,7 +87,12 @@ def _illumination(rng: np.random.Generator, size: int, level: float) -> np.ndarr
 
 
 def _render(
-    cells: _Cells, frac: float, totals: np.ndarray, backgrounds: list[np.ndarray], seed: list[int]
+    cells: Cells,
+    t: int,
+    frac: float,
+    totals: np.ndarray,
+    backgrounds: list[np.ndarray],
+    seed: list[int],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One frame: (C, H, W) uint16 image, (H, W) uint16 labels and each cell's body area."""
     rng = np.random.default_rng(seed)
@@ -181,10 +101,13 @@ def _render(
     labels = np.zeros((size, size), dtype=np.uint16)
     areas = np.zeros(cells.x0.size, dtype=np.int64)
     cxs, cys = cells.x0 + frac * cells.drift_x, cells.y0 + frac * cells.drift_y
+    present = cells.present(t)
     for i in range(cells.x0.size):
+        if not present[i]:
+            continue
         a, b = float(cells.semi_major[i]), float(cells.semi_minor[i])
         cx, cy = float(cxs[i]), float(cys[i])
-        ext = a + _HALO_PX + 1.0
+        ext = a + HALO_PX + 1.0
         y_lo, y_hi = max(0, math.floor(cy - ext)), min(size, math.ceil(cy + ext) + 1)
         x_lo, x_hi = max(0, math.floor(cx - ext)), min(size, math.ceil(cx + ext) + 1)
         # Pixel centres relative to the cell centre, rotated into the ellipse's frame.
@@ -194,9 +117,12 @@ def _render(
         d = np.sqrt(((xx * cos + yy * sin) / a) ** 2 + ((yy * cos - xx * sin) / b) ** 2)
         body = d < 1.0
         sl = (slice(y_lo, y_hi), slice(x_lo, x_hi))
-        halo = np.clip(1.0 - (d - 1.0) * (0.5 * (a + b) / _HALO_PX), 0.0, 1.0) * ~body
+        halo = np.clip(1.0 - (d - 1.0) * (0.5 * (a + b) / HALO_PX), 0.0, 1.0) * ~body
         texture = rng.standard_normal(body.shape, dtype=np.float32) * np.float32(_PC_TEXTURE_SD)
-        expected[0][sl] += np.where(body, texture - _PC_BODY_DARKENING, _PC_HALO * halo)
+        contrast = np.where(body, texture - _PC_BODY_DARKENING, _PC_HALO * halo)
+        if cells.contrast is not None:  # (a faint cell; the easy ones stay as they were)
+            contrast *= np.float32(cells.contrast[i])
+        expected[0][sl] += contrast
         labels[sl][body] = i + 1
         areas[i] = int(body.sum())
         weight = np.where(body, 1.25 - d * d, 0.0)  # dome profile, brighter in the middle
@@ -225,7 +151,7 @@ def _noisy(expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _fov_frames(
     fov: int,
-    cells: _Cells,
+    cells: Cells,
     totals: np.ndarray,
     n_frames: int,
     size: int,
@@ -242,7 +168,7 @@ def _fov_frames(
     ]
     for t in range(n_frames):
         frac = t / max(n_frames - 1, 1)
-        frame, labels, areas = _render(cells, frac, totals[t], backgrounds, [seed, fov, 1, t])
+        frame, labels, areas = _render(cells, t, frac, totals[t], backgrounds, [seed, fov, 1, t])
         if labels_out is not None:
             labels_out[t] = labels
         areas_out[t] = areas
@@ -263,6 +189,7 @@ def make_synthetic(
     max_drift_px: float = 2.0,
     write_labels: bool = True,
     compression: str | None = None,
+    hard: HardCases | None = None,
 ) -> SyntheticInfo:
     """Write a synthetic multi-FOV OME-TIFF acquisition and its ground truth into ``out_dir``.
 
@@ -289,6 +216,10 @@ def make_synthetic(
         Write the truth label stacks (skip them for large benchmarks to save time).
     compression
         TIFF compression passed to :func:`~pyama_lib.io.ome_tiff.write_ome_tiff`.
+    hard
+        Cells that arrive late, leave, are faint or small (:class:`HardCases`; their truth
+        rows exist only for the frames a cell is in, and the cell table marks them). None:
+        every cell is easy to find, in every frame.
 
     Returns
     -------
@@ -302,9 +233,14 @@ def make_synthetic(
         names = ("Phase", *(f"FL{k}" for k in range(1, n_fl + 1)))
     times_min = np.arange(n_frames, dtype=np.float64) * interval_min
     cells = [
-        _draw_cells(np.random.default_rng([seed, fov, 0, 0]), size, n_cells, n_fl, max_drift_px)
+        draw_cells(np.random.default_rng([seed, fov, 0, 0]), size, n_cells, n_fl, max_drift_px)
         for fov in range(n_fovs)
     ]
+    if hard is not None:  # a stream of its own: the easy cells stay the same
+        cells = [
+            with_hard_cases(np.random.default_rng([seed, fov, 3, 0]), c, n_frames, hard)
+            for fov, c in enumerate(cells)
+        ]
     # (fov, T, n_fl, n_cells): from the model, so traces never depend on the rendering.
     totals = np.stack(
         [
@@ -336,7 +272,7 @@ def make_synthetic(
         compression=compression,
     )
     cells_csv = out / f"{base_name}_truth_cells.csv"
-    _cells_table(cells).to_csv(cells_csv, index=False)
+    _cells_table(cells, n_frames).to_csv(cells_csv, index=False)
     traces_csv = out / f"{base_name}_truth_traces.csv"
     _traces_table(cells, totals, areas, times_min).to_csv(traces_csv, index=False)
     return SyntheticInfo(
@@ -375,7 +311,7 @@ def _validate(
     ]
     if n_cells >= 1 and size >= 64:
         spacing = pattern_grid(size, n_cells)[2]
-        if _radius_range(spacing, min(2.0, 0.04 * spacing), max_drift)[1] < 4.0:
+        if radius_range(spacing, min(2.0, 0.04 * spacing), max_drift)[1] < 4.0:
             problems.append(
                 f"{n_cells} cells do not fit a {size} px image with {max_drift:g} px drift (grid "
                 f"spacing {spacing:.0f} px); use fewer cells, a larger size or less drift"
@@ -388,12 +324,17 @@ def _validate(
         raise InputDataError("synthetic acquisition: " + "; ".join(problems))
 
 
-def _cells_table(cells: list[_Cells]) -> pd.DataFrame:
+def _cells_table(cells: list[Cells], n_frames: int) -> pd.DataFrame:
     """One row per (fov, cell, fluorescence channel): geometry, expression, kinetics."""
     frames = []
     for fov, c in enumerate(cells):
         n_fl, n = c.kinetics.shape[:2]
         geometry = {f.name: getattr(c, f.name) for f in fields(c) if f.name != "kinetics"}
+        geometry = {name: v for name, v in geometry.items() if v is not None}
+        if c.first_frame is not None and c.last_frame is not None and c.contrast is not None:
+            geometry |= {"late": c.first_frame > 0, "faint": c.contrast < 1.0}
+            geometry |= {"leaving": c.last_frame < n_frames - 1}
+            geometry |= {"small": c.semi_minor < MIN_SEMI_MINOR_PX}
         for k in range(n_fl):
             table = {"fov": fov, "cell": np.arange(1, n + 1), "channel": k + 1} | geometry
             table |= {p: c.kinetics[k, :, j] for j, p in enumerate(KINETIC_PARAMS)}
@@ -402,13 +343,14 @@ def _cells_table(cells: list[_Cells]) -> pd.DataFrame:
 
 
 def _traces_table(
-    cells: list[_Cells], totals: np.ndarray, areas: np.ndarray, times_min: np.ndarray
+    cells: list[Cells], totals: np.ndarray, areas: np.ndarray, times_min: np.ndarray
 ) -> pd.DataFrame:
     """One row per (fov, cell, frame, channel): true total intensity, area and centre."""
     n_fovs, n_frames, n_fl, n = totals.shape
     frac = np.arange(n_frames, dtype=np.float64) / max(n_frames - 1, 1)
     frames = []
     for fov, c in enumerate(cells):
+        present = np.stack([c.present(t) for t in range(n_frames)])  # (T, n): rows that exist
         for k in range(n_fl):
             frame_idx = np.repeat(np.arange(n_frames), n)
             frames.append(
@@ -424,6 +366,6 @@ def _traces_table(
                         "position_x": (c.x0 + frac[:, None] * c.drift_x).ravel(),
                         "position_y": (c.y0 + frac[:, None] * c.drift_y).ravel(),
                     }
-                )
+                )[present.ravel()]
             )
     return pd.concat(frames, ignore_index=True)

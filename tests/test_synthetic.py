@@ -211,3 +211,37 @@ def test_cli_errors_exit_2_naming_the_file(
     assert "size must be" in capsys.readouterr().err
     assert main([]) == 2  # usage error, not SystemExit
     assert main(["--help"]) == 0
+
+
+def test_hard_cases_arrive_leave_fade_and_shrink(tmp_path: Path) -> None:
+    from pyama_lib.synthetic import HardCases
+
+    half = HardCases(late=0.5, leaving=0.5, faint=0.5, small=0.5)
+    info = make_synthetic(tmp_path, n_fovs=1, n_frames=12, size=320, n_cells=16, seed=2, hard=half)
+    cells = pd.read_csv(info.cells_csv).set_index("cell")
+    truth = pd.read_csv(info.traces_csv)
+    labels = zarr.open_group(info.labels_path, mode="r")["fov_000"][:]
+    frames = truth.groupby("cell")["frame"].agg(["min", "max", "count"])
+    for kind in ("late", "leaving", "faint", "small"):
+        assert 0 < cells[kind].sum() < 16, kind
+    for cell, row in cells.iterrows():
+        first, last = frames.loc[cell, "min"], frames.loc[cell, "max"]
+        assert frames.loc[cell, "count"] == last - first + 1  # one truth row per frame it is in
+        assert (first > 0) == row["late"] and (last < 11) == row["leaving"]
+        in_labels = [t for t in range(12) if (labels[t] == cell).any()]
+        assert in_labels == list(range(first, last + 1))
+    areas = truth.groupby("cell")["area"].median()
+    # semi-minor axis under 12 px (the major one up to 1.3 times it) against at least 12 px
+    assert areas[cells["small"]].max() < 1.3 * np.pi * 12**2
+    assert areas[cells["small"]].median() < 0.95 * np.pi * 12**2 <= areas[~cells["small"]].min()
+    with open_acquisition(info.path) as acq:  # phase contrast: a faint body darkens it less
+        pc = np.stack([acq.frame(0, 0, t) for t in range(12)]).astype(np.float64)
+    darkening = {
+        cell: 1500.0 - pc[frames.loc[cell, "min"]][labels[frames.loc[cell, "min"]] == cell].mean()
+        for cell in cells.index
+    }
+    faint = np.median([d for c, d in darkening.items() if cells.loc[c, "faint"]])
+    normal = np.median([d for c, d in darkening.items() if not cells.loc[c, "faint"]])
+    assert 0.45 < faint / normal < 0.65  # HardCases.faint_contrast = 0.55
+    easy = pd.read_csv(make_synthetic(tmp_path / "easy", n_fovs=1, n_frames=4, size=256).cells_csv)
+    assert "late" not in easy.columns
