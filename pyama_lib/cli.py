@@ -129,6 +129,9 @@ def _register_score(sub: Subparsers) -> None:
     p.add_argument("output", type=Path, help="the processed output folder")
     p.add_argument("--truth", type=Path, required=True, help="the folder `pyama synth` wrote")
     p.add_argument("--channel", type=int, default=1, help="fluorescence channel (default 1)")
+    p.add_argument(
+        "--feature", default="intensity_total", help="the traces' intensity column to score"
+    )
     p.set_defaults(func=_run_score)
 
 
@@ -138,7 +141,7 @@ def _run_score(args: argparse.Namespace) -> int:
     from pyama_lib.io.atomic import atomic_write_text
     from pyama_lib.scoring import score_output
 
-    score = score_output(args.output, args.truth, args.channel)
+    score = score_output(args.output, args.truth, args.channel, args.feature)
     err = score.intensity_error
     rows = [
         ("true cells / traces", f"{score.n_true_cells} / {score.n_traces}"),

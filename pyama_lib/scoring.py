@@ -65,6 +65,7 @@ def score_traces(
     border: float = 40.0,
     small_area: float = np.pi * 12**2,
     marks: tuple[str, ...] = ("faint",),
+    feature: str = "intensity_total",
 ) -> Score:
     """Score one fluorescence channel's ``traces`` against the ``truth`` of the same channel.
 
@@ -83,6 +84,9 @@ def score_traces(
         are more kinds of misses.
     max_distance, min_share, min_true_share, border, small_area : float
         See the module docstring.
+    feature : str
+        The traces' column compared with the true ``intensity_total`` (e.g.
+        ``intensity_local``).
 
     Returns
     -------
@@ -97,8 +101,11 @@ def score_traces(
     >>> score.recall, score.precision, score.intensity_error["median_abs"]
     (1.0, 1.0, 0.02)
     """
-    _check(traces, "traces", _POINT)
+    _check(traces, "traces", [*_POINT[:-1], feature])
     _check(truth, "truth", [*_POINT, "area"])
+    if feature != "intensity_total":
+        traces = traces.drop(columns="intensity_total", errors="ignore")
+        traces = traces.rename(columns={feature: "intensity_total"})
     points = traces[_POINT].astype({"fov": np.int64, "cell": np.int64}).reset_index(drop=True)
     truth = truth.astype({"fov": np.int64, "cell": np.int64})
     points["true_cell"] = _nearest_true_cell(points, truth, max_distance)
@@ -235,7 +242,12 @@ def _misses(
     return counts
 
 
-def score_output(out_dir: str | Path, truth_dir: str | Path, channel: int = 1) -> Score:
+def score_output(
+    out_dir: str | Path,
+    truth_dir: str | Path,
+    channel: int = 1,
+    feature: str = "intensity_total",
+) -> Score:
     """Score the good traces of ``channel`` in a processed output folder against the truth
     ``pyama synth`` wrote into ``truth_dir`` (beside the acquisition it scored)."""
     from pyama_lib.io.acquisition import open_acquisition
@@ -253,7 +265,8 @@ def score_output(out_dir: str | Path, truth_dir: str | Path, channel: int = 1) -
     cells_csv = truth_csv.with_name(truth_csv.name.replace("_truth_traces", "_truth_cells"))
     cells = pd.read_csv(cells_csv) if cells_csv.is_file() else None
     traces = read_traces_parquet(Path(out_dir) / "traces.parquet", channels=[channel])
-    return score_traces(traces[traces["good"]], truth, shape, truth_cells=cells)
+    good = traces[traces["good"]]
+    return score_traces(good, truth, shape, truth_cells=cells, feature=feature)
 
 
 def _only(folder: Path, pattern: str, what: str) -> Path:

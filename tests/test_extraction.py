@@ -324,3 +324,18 @@ def test_fast_equals_reference_with_default_params(seed: int) -> None:
     all_counts = everything["cell"].value_counts()
     assert 30 in all_counts.values  # the boundary is exercised: exactly 30 frames is kept
     assert set(fast["cell"]) == set(all_counts.index[all_counts >= 30])
+
+
+def test_intensity_local_ignores_the_residual_background_neighbours_and_the_border() -> None:
+    labels = np.zeros((60, 60), dtype=np.uint16)
+    labels[20:30, 20:30] = 1  # 100 px
+    labels[20:30, 32:40] = 2  # a bright neighbour 2 px away, 80 px
+    labels[0:6, 50:60] = 3  # touching the border: its ring is clipped, 60 px
+    fl = np.full((60, 60), 7.0, dtype=np.float32)  # what the frame-wide correction left
+    fl += np.where(labels == 1, 10.0, 0.0).astype(np.float32)
+    fl += np.where(labels == 2, 1000.0, 0.0).astype(np.float32)
+    fl += np.where(labels == 3, 4.0, 0.0).astype(np.float32)
+    row = extract_frame(labels, fl, 0, 0.0, features=["intensity_local", "local_background"])
+    assert row["local_background"].tolist() == [7.0, 7.0, 7.0]
+    assert row["intensity_total"].tolist() == [1700.0, 80560.0, 660.0]
+    assert row["intensity_local"].tolist() == [1000.0, 80000.0, 240.0]

@@ -104,3 +104,15 @@ def test_pyama_score_on_a_processed_synthetic_acquisition(prefect_api, tmp_path:
     )  # fmt: skip
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "nowhere" in missing.stderr
+
+
+def test_another_intensity_column_is_scored_when_named(truth) -> None:
+    a = truth[truth["cell"] == 1]
+    trace = a.assign(
+        intensity_total=a["intensity_total"] * 1.5, intensity_local=a["intensity_total"]
+    )
+    assert score_traces(trace, truth, (200, 200)).intensity_error["median_abs"] == 0.5
+    local = score_traces(trace, truth, (200, 200), feature="intensity_local")
+    assert local.intensity_error["median_abs"] == 0.0 and local.intensity_error["n_points"] == 8
+    with pytest.raises(InputDataError, match="intensity_mean"):
+        score_traces(trace, truth, (200, 200), feature="intensity_mean")

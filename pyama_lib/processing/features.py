@@ -209,3 +209,29 @@ def local_background(
         if ring.size:
             out[i] = float(np.median(ring))
     return out
+
+
+@register_feature("intensity_local")
+def intensity_local(
+    labels: np.ndarray, fl: np.ndarray, label_ids: np.ndarray, context: FeatureContext
+) -> np.ndarray:
+    """Option beyond PyAMA: ``intensity_total`` minus ``local_background`` × ``area``.
+
+    The frame-wide background correction leaves a residual that varies across the image (a
+    few thousand counts per cell at 640², so tens of percent of a dim cell's total, and more
+    near the border where the background spline is least constrained). Subtracting each cell's
+    own ring median removes it; float64, NaN when the ring holds no background pixel.
+
+    Examples
+    --------
+    >>> labels = np.zeros((40, 40), dtype=np.uint16)
+    >>> labels[15:25, 15:25] = 1                      # a 10 x 10 cell
+    >>> fl = np.full((40, 40), 7.0, dtype=np.float32)  # residual background 7
+    >>> fl[labels == 1] += 10.0                        # the cell's own 10 per pixel
+    >>> from pyama_lib.processing.extraction import extract_frame
+    >>> row = extract_frame(labels, fl, 0, 0.0, features=["intensity_local"])
+    >>> float(row["intensity_total"][0]), float(row["intensity_local"][0])
+    (1700.0, 1000.0)
+    """
+    ring = local_background(labels, fl, label_ids, context)
+    return context.intensity_total.astype(np.float64) - ring * context.area
