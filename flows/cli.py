@@ -29,7 +29,14 @@ from flows.progress import PROGRESS_LOGGER
 from flows.runners import RUNNERS
 from pyama_lib.cli import COMMANDS, EXIT_SIGTERM
 from pyama_lib.cli import main as lib_main
-from pyama_lib.config import DEFAULT_FL, STAGES, Channels, check_counts, select_stages
+from pyama_lib.config import (
+    DEFAULT_FL,
+    PRESETS,
+    STAGES,
+    Channels,
+    check_counts,
+    select_stages,
+)
 from pyama_lib.errors import Interrupted, ParamsError
 
 if TYPE_CHECKING:
@@ -58,12 +65,17 @@ def add_processing_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=2, help="FOVs in flight at once (default 2)")
     p.add_argument("--runner", choices=RUNNERS, default="process", help="task runner")
     p.add_argument("--params", type=Path, help="YAML file of per-stage parameter overrides")
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        help="named options beyond PyAMA (accurate); --params values win over the preset's",
+    )
 
 
 def processing_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options of :func:`add_processing_arguments` as flow keyword arguments, checked
     (counts, the parameters file) without Prefect."""
-    from pyama_lib.pipeline.params import parse_params
+    from pyama_lib.pipeline.params import parse_params, preset, with_overrides
 
     check_counts(
         batch_size=args.batch_size, n_workers=args.workers, retries=getattr(args, "retries", None)
@@ -74,7 +86,11 @@ def processing_options(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "n_workers": args.workers,
         "runner": args.runner,
-        "params": parse_params(load_params_file(args.params)),
+        "params": parse_params(
+            with_overrides(
+                preset(args.preset) if args.preset else {}, load_params_file(args.params)
+            )
+        ),
     }
 
 

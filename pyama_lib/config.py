@@ -10,6 +10,9 @@ from pyama_lib.errors import ParamsError
 #: The processing stages of one FOV, in pipeline order.
 STAGES = ("copy", "segment", "correct", "track", "extract")
 
+#: Named parameter sets shipped as YAML in ``pyama_lib/pipeline/presets`` (copy one to edit it).
+PRESETS = ("accurate",)
+
 #: The fluorescence channel processed when none is given (PyAMA's usual layout: phase
 #: contrast in channel 0, one fluorescence channel in channel 1).
 DEFAULT_FL: tuple[int, ...] = (1,)

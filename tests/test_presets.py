@@ -1,0 +1,46 @@
+"""The "accurate" preset: what it sets, how --params overrides it, and its errors."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from flows.cli import add_processing_arguments, processing_options
+from pyama_lib.errors import ParamsError
+from pyama_lib.pipeline.params import ProcessingParams, parse_params
+
+
+def _options(*argv: str) -> ProcessingParams:
+    parser = argparse.ArgumentParser()
+    add_processing_arguments(parser)
+    return processing_options(parser.parse_args(argv))["params"]
+
+
+def test_the_accurate_preset_turns_on_the_options_beyond_pyama() -> None:
+    accurate = parse_params("accurate")
+    assert accurate.segmentation.iterations == 2
+    assert accurate.tracking.start_new_tracks and accurate.tracking.max_gap == 2
+    assert accurate.extraction.features == ("intensity_local",)
+    # everything else stays PyAMA's
+    defaults = ProcessingParams()
+    assert accurate.background == defaults.background
+    assert accurate.segmentation.model_copy(update={"iterations": 3}) == defaults.segmentation
+    assert _options("--preset", "accurate") == accurate
+    assert _options() == defaults
+
+
+def test_params_win_over_the_preset_name_by_name(tmp_path: Path) -> None:
+    over = tmp_path / "over.yaml"
+    over.write_text("tracking:\n  max_gap: 1\nextraction:\n  min_frames: 10\n")
+    params = _options("--preset", "accurate", "--params", str(over))
+    assert params.tracking.max_gap == 1 and params.tracking.start_new_tracks  # the rest stays
+    assert params.extraction.min_frames == 10
+    assert params.extraction.features == ("intensity_local",)
+    assert params.segmentation.iterations == 2
+
+
+def test_an_unknown_preset_is_named() -> None:
+    with pytest.raises(ParamsError, match="unknown preset 'acurate'; choose one of accurate"):
+        parse_params("acurate")
