@@ -21,7 +21,7 @@ from pydantic import Field
 from flows.artifacts import artifact_key, figures_markdown, named_after
 from flows.fit import FitSummary, check_fit_options, fit_traces_flow
 from flows.merge import MergeSummary, merge_samples_flow
-from flows.process import Channel, Runner, Stage, process_acquisition_flow
+from flows.process import Channel, Preset, Runner, Stage, process_acquisition_flow
 from flows.reporting import ProcessSummary
 from pyama_lib.config import DEFAULT_FL, Channels
 from pyama_lib.io.samples import load_samples
@@ -66,7 +66,7 @@ def pyama_pipeline_flow(
     n_workers: Annotated[int, Field(ge=1)] = 2,
     runner: Runner = "process",
     dask_address: str | None = None,
-    params: ProcessingParams | None = None,
+    params: ProcessingParams | Preset | None = None,
     stages: list[Stage] | None = None,
     reader_options: dict[str, Any] | None = None,
     fit_params: dict[str, float] | None = None,

@@ -42,7 +42,14 @@ from flows.reporting import (
     write_run_outputs,
 )
 from flows.runners import RUNNERS, make_task_runner, stage_workers
-from pyama_lib.config import DEFAULT_FL, STAGES, Channels, check_counts, select_stages
+from pyama_lib.config import (
+    DEFAULT_FL,
+    PRESETS,
+    STAGES,
+    Channels,
+    check_counts,
+    select_stages,
+)
 from pyama_lib.errors import ParamsError
 from pyama_lib.io.lock import OutputLock
 from pyama_lib.pipeline.params import ProcessingParams, parse_params
@@ -120,6 +127,7 @@ def run_fovs(
 # The dashboard's choices, from the one list of each (Literal[("a", "b")] is Literal["a", "b"]).
 Runner = Literal[RUNNERS]  # type: ignore[valid-type]
 Stage = Literal[STAGES]  # type: ignore[valid-type]
+Preset = Literal[PRESETS]  # type: ignore[valid-type]
 Channel = Annotated[int, Field(ge=0)]
 
 
@@ -136,7 +144,7 @@ def process_acquisition_flow(
     n_workers: Annotated[int, Field(ge=1)] = 2,
     runner: Runner = "process",
     dask_address: str | None = None,
-    params: ProcessingParams | None = None,
+    params: ProcessingParams | Preset | None = None,
     stages: list[Stage] | None = None,
     retries: Annotated[int, Field(ge=0)] | None = None,
     reader_options: dict[str, Any] | None = None,
@@ -147,8 +155,9 @@ def process_acquisition_flow(
     (default ``[1]``), the inclusive FOV range ``fov_start..fov_end`` (-1 = all) or ``fovs``
     ("0-5, 7" or a list), ``batch_size`` FOVs in flight at once (bounds scratch disk and memory),
     ``n_workers`` parallel workers. ``params`` holds the per-stage parameters
-    (:class:`~pyama_lib.pipeline.params.ProcessingParams`, or the same as a dict
-    ``{"segmentation": {...}, "background": {...}, "tracking": {...}, "extraction": {...}}``);
+    (:class:`~pyama_lib.pipeline.params.ProcessingParams`, the same as a dict
+    ``{"segmentation": {...}, "background": {...}, "tracking": {...}, "extraction": {...}}``,
+    or a preset's name: ``"accurate"``);
     ``stages`` runs a subset (e.g. ``["extract"]`` on an existing output); ``retries`` overrides
     each task's retry count; ``reader_options`` go to the reader (ND2: ``{"times": "measured"}``).
 

@@ -44,3 +44,14 @@ def test_params_win_over_the_preset_name_by_name(tmp_path: Path) -> None:
 def test_an_unknown_preset_is_named() -> None:
     with pytest.raises(ParamsError, match="unknown preset 'acurate'; choose one of accurate"):
         parse_params("acurate")
+
+
+def test_the_dashboard_form_offers_the_preset_by_name() -> None:
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.process import process_acquisition_flow
+
+    base = {"input_path": "a.nd2", "output_dir": "out"}
+    assert process_acquisition_flow.validate_parameters({**base, "params": "accurate"})["params"]
+    with pytest.raises(ParameterTypeError):
+        process_acquisition_flow.validate_parameters({**base, "params": "acurate"})
