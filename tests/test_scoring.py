@@ -82,7 +82,7 @@ def test_pyama_score_on_a_processed_synthetic_acquisition(prefect_api, tmp_path:
     from flows.process import process_acquisition
     from pyama_lib.synthetic import make_synthetic
 
-    info = make_synthetic(tmp_path / "in", n_fovs=2, n_frames=32, size=128, n_cells=4, seed=3)
+    info = make_synthetic(tmp_path / "in", n_fovs=1, n_frames=32, size=128, n_cells=4, seed=3)
     out = tmp_path / "out"
     process_acquisition(str(info.path), str(out))
     pyama = Path(sys.executable).parent / "pyama"
@@ -93,7 +93,7 @@ def test_pyama_score_on_a_processed_synthetic_acquisition(prefect_api, tmp_path:
     assert done.returncode == 0, done.stderr
     assert "recall" in done.stdout and "1.000" in done.stdout
     score = json.loads((out / "score_ch_1.json").read_text())
-    assert score["n_true_cells"] == 8 and score["n_traces"] == 8
+    assert score["n_true_cells"] == 4 and score["n_traces"] == 4
     assert score["recall"] == score["precision"] == score["purity"] == 1.0
     assert score["id_switches"] == 0 and score["misses"]["all"] == 0
     error = score["intensity_error"]
