@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import functools
+import importlib
 import logging
 import os
 import signal
@@ -209,11 +210,13 @@ def start_api_server_during(check: Callable[[], T]) -> tuple[ApiServer | None, T
 
 
 @contextmanager
-def prefect_session(server: ApiServer | None, process_workers: bool = False) -> Iterator[None]:
+def prefect_session(
+    server: ApiServer | None, flows_module: str, process_workers: bool = False
+) -> Iterator[None]:
     """What a flow command needs once its arguments are checked: a Prefect API (``server``,
     the temporary one in its own session from :func:`start_api_server`, see
-    :mod:`flows.api_server`; None when one is configured) and, for the process runner, the
-    stage workers' import started early."""
+    :mod:`flows.api_server`; None when one is configured), ``flows_module`` (the command's
+    flows) imported and, for the process runner, the stage workers' import started early."""
     # The server comes up while Prefect and the workers load; it stops when the command exits.
     if server is not None:
         atexit.register(server.stop)  # registered before Prefect's own exit hooks: runs last
@@ -226,6 +229,8 @@ def prefect_session(server: ApiServer | None, process_workers: bool = False) -> 
         # person at the terminal. The tracker process takes its warning filters from here.
         sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
         prestart()  # the workers' imports overlap loading Prefect and starting the flow run
+    # Prefect's flow machinery (0.3-0.5 s) loads while the server is still starting.
+    importlib.import_module(flows_module)
     with _prefect_api(server):
         yield
 
@@ -276,8 +281,8 @@ def progress_bar() -> Iterator[None]:
 def run_process(args: argparse.Namespace) -> int:
     parse_stages(args.stages)  # a typo is refused before anything starts
     server, options = start_api_server_during(lambda: process_options(args))
-    with prefect_session(server, process_workers=args.runner == "process"):
-        from flows.process import process_acquisition  # imports Prefect: only when processing
+    with prefect_session(server, "flows.process", process_workers=args.runner == "process"):
+        from flows.process import process_acquisition
         from flows.reporting import FovsFailedError
 
         try:

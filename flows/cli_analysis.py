@@ -108,7 +108,7 @@ def run_merge(args: argparse.Namespace) -> int:
     features = [f.strip() for f in args.features.split(",") if f.strip()]
     if not features:
         raise ParamsError(f"--features {args.features!r} names no feature")
-    with prefect_session(start_api_server()):
+    with prefect_session(start_api_server(), "flows.merge"):
         from flows.merge import merge_samples_flow
 
         summary = merge_samples_flow(
@@ -148,7 +148,7 @@ def run_fit(args: argparse.Namespace) -> int:
     check_fit_options(args.model, params, bounds)
     check_counts(n_workers=args.workers)
     find_analysis_csvs(args.path)
-    with prefect_session(start_api_server()):
+    with prefect_session(start_api_server(), "flows.fit"):
         from flows.fit import fit_traces_flow
 
         summary = fit_traces_flow(
@@ -182,7 +182,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     if args.samples is not None:
         load_samples(args.samples)
     server, options = start_api_server_during(lambda: process_options(args))
-    with prefect_session(server, process_workers=args.runner == "process"):
+    with prefect_session(server, "flows.pipeline", process_workers=args.runner == "process"):
         from flows.pipeline import pyama_pipeline_flow
 
         with progress_bar():
