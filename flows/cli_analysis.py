@@ -11,11 +11,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+from flows.api_server import start_api_server
 from flows.cli import (
     add_process_arguments,
+    parse_stages,
     prefect_session,
     process_options,
     progress_bar,
+    start_api_server_during,
     stops_on_sigterm,
 )
 from pyama_lib.errors import ParamsError
@@ -105,7 +108,7 @@ def run_merge(args: argparse.Namespace) -> int:
     features = [f.strip() for f in args.features.split(",") if f.strip()]
     if not features:
         raise ParamsError(f"--features {args.features!r} names no feature")
-    with prefect_session():
+    with prefect_session(start_api_server(), "flows.merge"):
         from flows.merge import merge_samples_flow
 
         summary = merge_samples_flow(
@@ -145,7 +148,7 @@ def run_fit(args: argparse.Namespace) -> int:
     check_fit_options(args.model, params, bounds)
     check_counts(n_workers=args.workers)
     find_analysis_csvs(args.path)
-    with prefect_session():
+    with prefect_session(start_api_server(), "flows.fit"):
         from flows.fit import fit_traces_flow
 
         summary = fit_traces_flow(
@@ -173,12 +176,13 @@ def run_pipeline(args: argparse.Namespace) -> int:
     from flows.fit import check_fit_options
     from pyama_lib.io.samples import load_samples
 
-    options = process_options(args)
+    parse_stages(args.stages)  # the cheap checks before the server starts
     fit_params, fit_bounds = parse_fit_values(args.param, args.bound)
     check_fit_options(args.model, fit_params, fit_bounds)
     if args.samples is not None:
         load_samples(args.samples)
-    with prefect_session(process_workers=args.runner == "process"):
+    server, options = start_api_server_during(lambda: process_options(args))
+    with prefect_session(server, "flows.pipeline", process_workers=args.runner == "process"):
         from flows.pipeline import pyama_pipeline_flow
 
         with progress_bar():

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from pyama_lib.errors import PyamaError
 from pyama_lib.pipeline.faults import maybe_inject_fault
+from pyama_lib.pipeline.memory import reuse_freed_memory
 
 if TYPE_CHECKING:
     from pyama_lib.pipeline.stages import FovJob, StageResult
@@ -60,10 +61,11 @@ def _execute(stage: str, job: FovJob) -> StageResult:
 
 def _init_worker(environment: dict[str, str]) -> None:
     """Worker initializer: adopt the flow's environment as of the pool's start (a forkserver's
-    workers would otherwise see the server's, from whenever it started), and die with the
-    flow's process."""
+    workers would otherwise see the server's, from whenever it started), keep freed memory for
+    the next frame (:mod:`~pyama_lib.pipeline.memory`), and die with the flow's process."""
     os.environ.clear()
     os.environ.update(environment)
+    reuse_freed_memory()
     # Ctrl-C reaches the whole process group; the flow's process decides what to stop (it
     # terminates the workers), so a stage is never cut short by a stray KeyboardInterrupt.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
