@@ -23,6 +23,7 @@ def test_the_accurate_preset_turns_on_the_options_beyond_pyama() -> None:
     assert accurate.segmentation.iterations == 2
     assert accurate.tracking.start_new_tracks and accurate.tracking.max_gap == 2
     assert accurate.extraction.features == ("intensity_local",)
+    assert accurate.extraction.min_frames == 10
     # everything else stays PyAMA's
     defaults = ProcessingParams()
     assert accurate.background == defaults.background
@@ -33,10 +34,10 @@ def test_the_accurate_preset_turns_on_the_options_beyond_pyama() -> None:
 
 def test_params_win_over_the_preset_name_by_name(tmp_path: Path) -> None:
     over = tmp_path / "over.yaml"
-    over.write_text("tracking:\n  max_gap: 1\nextraction:\n  min_frames: 10\n")
+    over.write_text("tracking:\n  max_gap: 1\nextraction:\n  min_frames: 5\n")
     params = _options("--preset", "accurate", "--params", str(over))
     assert params.tracking.max_gap == 1 and params.tracking.start_new_tracks  # the rest stays
-    assert params.extraction.min_frames == 10
+    assert params.extraction.min_frames == 5
     assert params.extraction.features == ("intensity_local",)
     assert params.segmentation.iterations == 2
 
