@@ -51,7 +51,13 @@ _ACTIVE: ContextVar[StagePool | None] = ContextVar("pyama_stage_pool", default=N
 def execute_stage(stage: str, job: FovJob) -> StageResult:
     """Run one stage for one FOV: in the open stage pool if there is one, else here."""
     pool = _ACTIVE.get()
-    return _execute(stage, job) if pool is None else pool.run(stage, job)
+    if pool is not None:
+        return pool.run(stage, job)
+    # Here: a Dask worker or the thread runner. Dask's nanny starts its workers with
+    # MALLOC_TRIM_THRESHOLD_=65536, which made every stage 2-4x slower (page faults on each
+    # frame-sized temporary); a pool worker sets the same thresholds when it starts.
+    reuse_freed_memory()
+    return _execute(stage, job)
 
 
 def _execute(stage: str, job: FovJob) -> StageResult:
