@@ -31,6 +31,7 @@ from tasks.analysis import segmentation_png_task
 
 #: The trace feature the pipeline fits (the others are merged, not fitted).
 FIT_FEATURE = "intensity_total"
+LOCAL_FEATURE = "intensity_local"
 
 
 @dataclass
@@ -107,10 +108,17 @@ def pyama_pipeline_flow(
         reader_options=reader_options,
     )
     pictures = [segmentation_png_task.submit(job) for job in plan.jobs]
-    merged = merge_samples_flow(output_dir, samples_yaml, long_format=long_format)
+    # A run that extracts the local-background intensity (--preset accurate) is fitted on it;
+    # PyAMA's intensity_total is merged beside it.
+    local = LOCAL_FEATURE in plan.params.extraction.features
+    fit_feature = LOCAL_FEATURE if local else FIT_FEATURE
+    features = [FIT_FEATURE, LOCAL_FEATURE, "area"] if local else None  # None: the default
+    merged = merge_samples_flow(
+        output_dir, samples_yaml, features=features, long_format=long_format
+    )
     # This merge's files only: the folder may hold CSVs of an earlier merge's other samples.
     fitted = fit_traces_flow(
-        [f for f in merged.files if f"_{FIT_FEATURE}_ch_" in Path(f).name],
+        [f for f in merged.files if f"_{fit_feature}_ch_" in Path(f).name],
         model=model,
         params=fit_params,
         bounds=fit_bounds,

@@ -56,3 +56,23 @@ def test_the_dashboard_form_offers_the_preset_by_name() -> None:
     assert process_acquisition_flow.validate_parameters({**base, "params": "accurate"})["params"]
     with pytest.raises(ParameterTypeError):
         process_acquisition_flow.validate_parameters({**base, "params": "acurate"})
+
+
+def test_the_pipeline_fits_the_local_intensity_when_the_preset_extracts_it(
+    prefect_api, tmp_path: Path
+) -> None:
+    from flows.pipeline import pyama_pipeline_flow
+    from pyama_lib.synthetic import make_synthetic
+
+    info = make_synthetic(tmp_path / "in", n_fovs=1, n_frames=32, size=128, n_cells=4, seed=3)
+    out = tmp_path / "out"
+    summary = pyama_pipeline_flow(str(info.path), str(out), params="accurate", runner="thread")
+    merged = sorted(Path(f).name for f in summary.merge.files if f.endswith(".csv"))
+    assert merged == [
+        "synthetic_area_ch_1.csv",
+        "synthetic_intensity_local_ch_1.csv",
+        "synthetic_intensity_total_ch_1.csv",
+    ]
+    fitted = [Path(f.fitted_csv).name for f in summary.fit.files]
+    assert fitted == ["synthetic_intensity_local_ch_1_fitted.csv"]
+    assert summary.fit.files[0].n_cells == 4
