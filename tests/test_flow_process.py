@@ -145,6 +145,28 @@ def test_rerun_skips_everything(reference_run, acquisition):
     assert set(load_run_yaml(out)[-1].timings[0].values()) == {"skipped"}
 
 
+def test_tracks_tables_follow_the_traces_and_a_deleted_one_is_redone(reference_run, acquisition):
+    from pyama_lib.io.tracks import tracks_csv_path
+
+    out, summary = reference_run
+    for (fov, ch), traces in _all_traces(out, summary.base_name).items():
+        path = tracks_csv_path(out, summary.base_name, fov, ch)
+        tracks = pd.read_csv(path)
+        pd.testing.assert_frame_equal(tracks, pd.read_parquet(path.with_suffix(".parquet")))
+        assert list(tracks.columns[:4]) == ["track_id", "t", "y", "x"]  # napari's order
+        expected = traces.sort_values(["cell", "frame"])[["cell", "frame", "position_y"]]
+        assert tracks["track_id"].tolist() == expected["cell"].tolist()
+        assert tracks["t"].tolist() == expected["frame"].tolist()
+        assert tracks["y"].tolist() == expected["position_y"].tolist()
+        assert len(tracks) == len(traces) and tracks["intensity_total"].notna().all()
+    gone = tracks_csv_path(out, summary.base_name, 1, FL[0]).with_suffix(".parquet")
+    gone.unlink()
+    process_acquisition(str(acquisition), str(out), fl=FL, runner="thread")
+    timings = load_run_yaml(out)[-1].timings
+    assert gone.is_file() and timings[1]["extract"] != "skipped"
+    assert timings[0]["extract"] == timings[2]["extract"] == "skipped"
+
+
 def test_injected_oserror_is_retried(prefect_api, acquisition, tmp_path, monkeypatch):
     from prefect.client.orchestration import get_client
 

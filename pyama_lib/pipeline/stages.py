@@ -38,6 +38,7 @@ from pyama_lib.io.traces import (
     write_traces_csv,
     write_traces_partition,
 )
+from pyama_lib.io.tracks import tracks_csv_path, write_tracks
 from pyama_lib.pipeline.params import ProcessingParams
 from pyama_lib.pipeline.plan import FovJob, Plan, plan_jobs
 from pyama_lib.processing.background import BackgroundParams, correct_frame
@@ -248,11 +249,13 @@ def _extract(job: FovJob, store: FovStore, result: StageResult, p: ProcessingPar
         key = f"traces_ch_{c}"
         csv = traces_csv_path(job.output_dir, job.base_name, job.fov, c)
         partition = traces_partition_file(dataset, job.fov, c)
+        tracks = tracks_csv_path(job.output_dir, job.base_name, job.fov, c)
         marker = _marker(store, job.input_key, params.as_dict(), [labels_name, fl_name])
         marker["times"] = [round(float(t), 6) for t in times]
-        # Both files must still be there: the marker alone would keep a deleted CSV or
+        # Every file must still be there: the marker alone would keep a deleted CSV or
         # partition missing, and the CSV and the Parquet dataset would then disagree.
-        if store.is_output_complete(key, marker) and csv.is_file() and partition.is_file():
+        files = (csv, partition, tracks, tracks.with_suffix(".parquet"))
+        if store.is_output_complete(key, marker) and all(f.is_file() for f in files):
             result.skipped.append(key)
             done = store.output_marker(key)
             cells[c], rows[c] = done["cells"], done["rows"]
@@ -262,6 +265,7 @@ def _extract(job: FovJob, store: FovStore, result: StageResult, p: ProcessingPar
         )
         write_traces_csv(df, csv)
         write_traces_partition(df, dataset, job.fov, c, metadata={SOURCE_METADATA_KEY: fl_name})
+        write_tracks(df, tracks)  # for napari's Tracks layer
         cells[c], rows[c] = int(df["cell"].nunique()), len(df)
         store.mark_output(key, marker, cells=cells[c], rows=rows[c], source=fl_name)
         result.written.append(key)
