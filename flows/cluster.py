@@ -5,8 +5,10 @@ A Dask worker that dies in the middle of a stage (SIGKILL, the kernel's OOM kill
 memory limit) costs nothing but time: the scheduler runs the stage again on another worker and
 the stage finds its half-written output by the store's completion markers. A stage that kills
 every worker it lands on is given up by the scheduler after ``allowed-failures`` tries
-(``KilledWorker``); :meth:`DaskSession.failure` turns that into an error about the FOV, and
-marks its task run crashed (the dead worker could not).
+(``KilledWorker``). The scheduler counts a death against every task waiting on that worker,
+so an innocent stage queued behind a deadly one can be given up too: the run submits a given-up
+stage once more (:meth:`DaskSession.failure`), and only a stage given up twice fails its FOV,
+with an error that says so. Its task runs are marked crashed (the dead workers could not).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class DaskSession:
     def __init__(self, task_runner: TaskRunner, job: FovJob) -> None:
         self.client: Client = task_runner.client  # type: ignore[attr-defined]
         self.job = job
+        self.given_up: set[tuple[int, str]] = set()  # (fov, stage) the scheduler gave up once
 
     def __enter__(self) -> DaskSession:
         check_workers(self.client, self.job)
@@ -90,25 +93,48 @@ class DaskSession:
         with contextlib.suppress(Exception):  # a cluster gone by now has no logs left to send
             self.client.run(_drain_prefect_logs, on_error="return")
 
-    def failure(self, future: PrefectFuture, exc: Exception, task: Task, job: FovJob) -> Exception:
+    def failure(
+        self, future: PrefectFuture, exc: Exception, task: Task, job: FovJob
+    ) -> Exception | None:
         """``exc`` as the error of ``task`` on ``job``'s FOV (the flow's log and summary name
-        both): a ``KilledWorker`` becomes a :class:`ClusterError` that says what happened, and
-        the task run is marked crashed (recorded so, if its worker died before reporting it)."""
+        both), or None when the stage should be submitted once more: the first ``KilledWorker``
+        of a stage. The second becomes a :class:`ClusterError` that says what happened. Either
+        way the task run is marked crashed (recorded so, if its worker died before reporting
+        it)."""
         from distributed import KilledWorker
 
         if not isinstance(exc, KilledWorker):
             return exc
+        key = (job.fov, task.name)
+        deaths = exc.allowed_failures + 1
         last = getattr(exc.last_worker, "address", exc.last_worker)
+        if key not in self.given_up:
+            self.given_up.add(key)
+            _mark_crashed(
+                future, task, job, f"{deaths} worker deaths (the last {last}); tried again"
+            )
+            return None
         error = ClusterError(
-            "the stage killed every Dask worker it ran on "
-            f"({exc.allowed_failures + 1} workers, the scheduler's allowed-failures + 1; the "
-            f"last was {last}); out of memory? See the workers' memory limit in {_GUIDE}"
+            f"the stage killed every Dask worker it ran on, {deaths} in a row twice (the "
+            f"scheduler's allowed-failures + 1; the last was {last}); out of memory? See the "
+            f"workers' memory limit in {_GUIDE}"
         )
         _mark_crashed(future, task, job, str(error))
         return error
 
 
 def _mark_crashed(future: PrefectFuture, task: Task, job: FovJob, message: str) -> None:
+    """Record the task run as crashed; a failure to do so is logged, never raised (it would
+    end the run of every other FOV)."""
+    try:
+        _set_crashed(future, task, job, message)
+    except Exception as exc:  # noqa: BLE001 (the API is only told; the run goes on)
+        from prefect import get_run_logger
+
+        get_run_logger().warning("could not mark task run %s crashed: %s", future.task_run_id, exc)
+
+
+def _set_crashed(future: PrefectFuture, task: Task, job: FovJob, message: str) -> None:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import PrefectHTTPStatusError
     from prefect.runtime import flow_run
@@ -147,7 +173,9 @@ class NoSession:
     def __exit__(self, *exc_info: Any) -> None:
         return None
 
-    def failure(self, future: PrefectFuture, exc: Exception, task: Task, job: FovJob) -> Exception:
+    def failure(
+        self, future: PrefectFuture, exc: Exception, task: Task, job: FovJob
+    ) -> Exception | None:
         return exc
 
 

@@ -106,9 +106,15 @@ def run_fovs(
             try:
                 results[job.fov].append(future.result())
             except Exception as exc:  # one FOV failing must not stop the others
-                exc = session.failure(future, exc, tasks[stages[index]], job)
-                logger.error("fov_%03d failed in %s: %s", job.fov, stages[index], exc)
-                results[job.fov] = failed_fov(stages[index], exc, results[job.fov])
+                error = session.failure(future, exc, tasks[stages[index]], job)
+                if error is None:  # its Dask workers died: once more, maybe it was innocent
+                    logger.warning(
+                        "fov_%03d: %s lost its Dask workers; again", job.fov, stages[index]
+                    )
+                    submit(job, index)
+                    continue
+                logger.error("fov_%03d failed in %s: %s", job.fov, stages[index], error)
+                results[job.fov] = failed_fov(stages[index], error, results[job.fov])
                 done += len(stages) - index - 1
             else:
                 if index + 1 < len(stages):

@@ -155,10 +155,21 @@ def _run_score(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     for what, value in rows:
         print(f"{what:<36} {value}")
-    path = args.output / f"score_ch_{args.channel}.json"
-    atomic_write_text(path, json.dumps(score.as_dict(), indent=2) + "\n")
+    suffix = "" if args.feature == "intensity_total" else f"_{args.feature}"
+    path = args.output / f"score_ch_{args.channel}{suffix}.json"
+    text = json.dumps(_json_safe(score.as_dict()), indent=2, allow_nan=False)
+    atomic_write_text(path, text + "\n")
     print(f"score: {path}")
     return 0
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (no point to compute a number from) as JSON's null: strict parsers refuse NaN."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 COMMANDS: list[Callable[[Subparsers], None]] = [_register_synth, _register_info, _register_score]

@@ -154,6 +154,8 @@ def _nearest_true_cell(points: pd.DataFrame, truth: pd.DataFrame, radius: float)
             continue
         tree = cKDTree(cells[["position_x", "position_y"]].to_numpy(np.float64))
         where = points.loc[rows, ["position_x", "position_y"]].to_numpy(np.float64)
+        finite = np.isfinite(where).all(axis=1)  # a point without a position matches nothing
+        rows, where = rows[finite], where[finite]
         distance, index = tree.query(where, distance_upper_bound=radius)
         hit = np.isfinite(distance)
         matched[rows[hit]] = cells["cell"].to_numpy(np.int64)[index[hit]]
@@ -196,6 +198,9 @@ def _intensity_error(
     error = (pairs["intensity_total"] - pairs["intensity_total_true"]) / pairs[
         "intensity_total_true"
     ]
+    # a measurement that is NaN (intensity_local without a background ring) is no point
+    measured = np.isfinite(error)
+    pairs, error = pairs[measured], error[measured]
     height, width = image_shape
     x, y = pairs["position_x"], pairs["position_y"]
     near = (x < border) | (y < border) | (x > width - 1 - border) | (y > height - 1 - border)
@@ -249,9 +254,10 @@ def score_output(
     feature: str = "intensity_total",
 ) -> Score:
     """Score the good traces of ``channel`` in a processed output folder against the truth
-    ``pyama synth`` wrote into ``truth_dir`` (beside the acquisition it scored)."""
+    ``pyama synth`` wrote into ``truth_dir`` (beside the acquisition it scored), over the FOVs
+    the output has traces of."""
     from pyama_lib.io.acquisition import open_acquisition
-    from pyama_lib.io.traces import read_traces_parquet
+    from pyama_lib.io.traces import list_traces_partitions, read_traces_parquet
 
     truth_dir = Path(truth_dir)
     truth_csv = _only(truth_dir, "*_truth_traces.csv", "the truth of `pyama synth`")
@@ -259,12 +265,17 @@ def score_output(
     with open_acquisition(acquisition) as acq:
         shape = (acq.height, acq.width)
     truth = pd.read_csv(truth_csv)
-    truth = truth[truth["channel"] == channel]
+    # the FOVs the output extracted (a FOV without cells too): others are not misses
+    dataset = Path(out_dir) / "traces.parquet"
+    fovs = {fov for fov, c, _ in list_traces_partitions(dataset) if c == channel}
+    truth = truth[(truth["channel"] == channel) & truth["fov"].isin(fovs)]
     if truth.empty:
-        raise PathError(truth_csv, f"no truth for fluorescence channel {channel}")
+        raise PathError(
+            truth_csv, f"no truth for fluorescence channel {channel} in the output's FOVs"
+        )
     cells_csv = truth_csv.with_name(truth_csv.name.replace("_truth_traces", "_truth_cells"))
     cells = pd.read_csv(cells_csv) if cells_csv.is_file() else None
-    traces = read_traces_parquet(Path(out_dir) / "traces.parquet", channels=[channel])
+    traces = read_traces_parquet(dataset, channels=[channel])
     good = traces[traces["good"]]
     return score_traces(good, truth, shape, truth_cells=cells, feature=feature)
 

@@ -92,7 +92,8 @@ def test_pyama_score_on_a_processed_synthetic_acquisition(prefect_api, tmp_path:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "recall" in done.stdout and "1.000" in done.stdout
-    score = json.loads((out / "score_ch_1.json").read_text())
+    strict = {"parse_constant": lambda name: pytest.fail(f"{name} is not JSON")}
+    score = json.loads((out / "score_ch_1.json").read_text(), **strict)
     assert score["n_true_cells"] == 4 and score["n_traces"] == 4
     assert score["recall"] == score["precision"] == score["purity"] == 1.0
     assert score["id_switches"] == 0 and score["misses"]["all"] == 0
@@ -116,3 +117,14 @@ def test_another_intensity_column_is_scored_when_named(truth) -> None:
     assert local.intensity_error["median_abs"] == 0.0 and local.intensity_error["n_points"] == 8
     with pytest.raises(InputDataError, match="intensity_mean"):
         score_traces(trace, truth, (200, 200), feature="intensity_mean")
+
+
+def test_points_without_a_position_or_a_measurement_are_no_points(truth) -> None:
+    a = truth[truth["cell"] == 1].reset_index(drop=True)
+    trace = a.assign(cell=9, intensity_local=a["intensity_total"])
+    trace.loc[9, "position_x"] = np.nan  # matches nothing, but is still one of the trace's points
+    trace.loc[8, "intensity_local"] = np.nan  # no background ring: no measurement
+    score = score_traces(trace, truth, (200, 200), feature="intensity_local")
+    assert score.recall == 0.25 and score.purity == 0.9
+    assert score.intensity_error["n_points"] == 6  # 8 expressing frames, less the two above
+    assert score.intensity_error["median_abs"] == 0.0
