@@ -15,8 +15,9 @@ them); a true cell is *found* when a trace detects it.
   (the ratio means nothing before expression starts); median and p90 of its magnitude, the
   signed median, and the signed median within ``border`` px of the image edge.
 - misses by kind: unmatched true cells that arrive late (absent in frame 0), leave early
-  (absent in the last frame), are small (median area under ``small_area`` px²), or are marked
-  in one of the ``marks`` boolean columns of the truth's cell table (e.g. ``faint``).
+  (absent in the last frame), are small (median area under ``small_area`` px²) or faint. A
+  kind the truth's cell table marks in a boolean column of that name (``pyama synth --hard``
+  writes all four) is taken from there; late, leaving and small are derived otherwise.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def score_traces(
     min_true_share: float = 0.1,
     border: float = 40.0,
     small_area: float = np.pi * 12**2,
-    marks: tuple[str, ...] = ("faint",),
+    marks: tuple[str, ...] = ("late", "leaving", "small", "faint"),
     feature: str = "intensity_total",
 ) -> Score:
     """Score one fluorescence channel's ``traces`` against the ``truth`` of the same channel.
@@ -81,7 +82,7 @@ def score_traces(
         Height and width of the frames, for the border zone.
     truth_cells : DataFrame, optional
         The truth's cell table (``<base>_truth_cells.csv``): its ``marks`` columns that exist
-        are more kinds of misses.
+        say which cells are of that kind of miss.
     max_distance, min_share, min_true_share, border, small_area : float
         See the module docstring.
     feature : str
