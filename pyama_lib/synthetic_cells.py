@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from pyama_lib.errors import InputDataError
+
 KINETIC_PARAMS = ("t0", "ktl", "km", "delta", "beta")
 HALO_PX = 2.0
 
@@ -144,6 +146,20 @@ class HardCases:
     small: float = 0.25
     faint_contrast: float = 0.55
     small_radius: tuple[float, float] = (8.0, 12.0)
+
+    def __post_init__(self) -> None:
+        shares = {"late": self.late, "leaving": self.leaving, "faint": self.faint}
+        shares |= {"small": self.small, "faint_contrast": self.faint_contrast}
+        problems = [
+            f"{n} must be within [0, 1], got {v}" for n, v in shares.items() if not 0 <= v <= 1
+        ]
+        low, high = self.small_radius
+        if not 4 <= low <= high:
+            problems.append(
+                f"small_radius must be (low, high) with 4 <= low <= high, got {low, high}"
+            )
+        if problems:
+            raise InputDataError("hard cases: " + "; ".join(problems))
 
 
 def with_hard_cases(

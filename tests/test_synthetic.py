@@ -245,3 +245,12 @@ def test_hard_cases_arrive_leave_fade_and_shrink(tmp_path: Path) -> None:
     assert 0.45 < faint / normal < 0.65  # HardCases.faint_contrast = 0.55
     easy = pd.read_csv(make_synthetic(tmp_path / "easy", n_fovs=1, n_frames=4, size=256).cells_csv)
     assert "late" not in easy.columns
+
+
+def test_hard_cases_out_of_range_are_named() -> None:
+    from pyama_lib.synthetic import HardCases
+
+    with pytest.raises(InputDataError, match=r"late must be within \[0, 1\], got 1.5"):
+        HardCases(late=1.5)
+    with pytest.raises(InputDataError, match="small_radius must be"):
+        HardCases(small_radius=(12.0, 8.0))
