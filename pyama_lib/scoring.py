@@ -265,9 +265,10 @@ def score_output(
     acquisition = _only(truth_dir, "*.ome.tif", "the synthetic acquisition")
     with open_acquisition(acquisition) as acq:
         shape = (acq.height, acq.width)
+    dataset = Path(out_dir) / "traces.parquet"
+    traces = read_traces_parquet(dataset, channels=[channel])  # names a missing dataset
     truth = pd.read_csv(truth_csv)
     # the FOVs the output extracted (a FOV without cells too): others are not misses
-    dataset = Path(out_dir) / "traces.parquet"
     fovs = {fov for fov, c, _ in list_traces_partitions(dataset) if c == channel}
     truth = truth[(truth["channel"] == channel) & truth["fov"].isin(fovs)]
     if truth.empty:
@@ -276,7 +277,6 @@ def score_output(
         )
     cells_csv = truth_csv.with_name(truth_csv.name.replace("_truth_traces", "_truth_cells"))
     cells = pd.read_csv(cells_csv) if cells_csv.is_file() else None
-    traces = read_traces_parquet(dataset, channels=[channel])
     good = traces[traces["good"]]
     return score_traces(good, truth, shape, truth_cells=cells, feature=feature)
 

@@ -105,6 +105,11 @@ def test_pyama_score_on_a_processed_synthetic_acquisition(prefect_api, tmp_path:
     )  # fmt: skip
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "nowhere" in missing.stderr
+    no_output = subprocess.run(
+        [str(pyama), "score", str(tmp_path / "no-output"), "--truth", str(tmp_path / "in")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert no_output.returncode == 2 and "traces dataset not found" in no_output.stderr
 
 
 def test_another_intensity_column_is_scored_when_named(truth) -> None:
