@@ -9,23 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.probes import FRESH_FRAME_FAULTS
+
 REPO = Path(__file__).resolve().parents[1]
 
-# Allocates and fills a 2048² float64 frame (32 MB, as the background's spline surface) six
-# times and prints the minor page faults of the last five.
+# The frame probe of tests/probes.py, with or without the stage workers' setting.
 PROBE = """
-import resource, sys
-import numpy as np
+import sys
 from pyama_lib.pipeline.memory import reuse_freed_memory
+from tests.probes import frame_faults
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory()
-def frame():
-    a = np.empty((2048, 2048)); a.fill(1.0); return float(a[-1, -1])
-frame()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
-    frame()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(frame_faults())
 """
 
 
@@ -40,6 +35,5 @@ def _faults(mode: str) -> int:
 def test_freed_frames_are_reused_without_page_faults():
     # Fresh memory faults at least once per page on first touch, so once per 2 MB even with
     # transparent huge pages: 16 times per frame at least.
-    per_frame = 2048 * 2048 * 8 // (2 << 20)
-    assert _faults("default") >= 5 * per_frame
-    assert _faults("reuse") < per_frame
+    assert _faults("default") >= 5 * FRESH_FRAME_FAULTS
+    assert _faults("reuse") < FRESH_FRAME_FAULTS

@@ -27,6 +27,7 @@ from prefect.client.orchestration import get_client
 from flows.process import process_acquisition
 from pyama_lib.provenance import RunRecord, load_run_yaml
 from pyama_lib.synthetic import make_synthetic
+from tests import probes
 from tests.processes import Processes, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -144,25 +145,6 @@ def _flow_run(out: Path) -> tuple[RunRecord, list[Any], list[Any]]:
     return record, task_runs, logs
 
 
-def _faults_per_frame() -> int:
-    """Run on a worker: minor page faults of allocating and filling a 2048² float64 frame,
-    the background spline's, once more after five times (tests/test_memory.py)."""
-    import resource
-
-    import numpy as np
-
-    def frame() -> float:
-        a = np.empty((2048, 2048))
-        a.fill(1.0)
-        return float(a[-1, -1])
-
-    frame()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(5):
-        frame()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 5
-
-
 def test_a_worker_killed_mid_stage_costs_only_time(acquisition, cluster, tmp_path) -> None:
     address = cluster.start_scheduler()
     # fov_001's correct stage pauses for 30 s, once: the test kills the worker in it (its
@@ -210,11 +192,12 @@ def test_a_worker_killed_mid_stage_costs_only_time(acquisition, cluster, tmp_pat
     import cloudpickle
     import distributed
 
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the probe, not the module
+    cloudpickle.register_pickle_by_value(probes)  # the workers need not import tests/
     with distributed.Client(address, timeout=30) as client:
-        faults = client.run(_faults_per_frame)
+        faults = client.run(probes.frame_faults)
     survivor = next(w for w, pid in pids.items() if pid != victim)
-    assert faults[survivor] < 2048 * 2048 * 8 // (2 << 20)  # fresh pages: 16 faults or more
+    # five more frames cost fewer faults than one fresh frame would
+    assert faults[survivor] < probes.FRESH_FRAME_FAULTS
 
 
 def test_a_stage_that_kills_every_worker_fails_only_its_fov(acquisition, cluster, tmp_path) -> None:
