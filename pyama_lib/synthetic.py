@@ -47,8 +47,14 @@ from pyama_lib.synthetic_cells import (
     with_hard_cases,
 )
 
-__all__ = ["CHANNEL_NAMES", "KINETIC_PARAMS", "HardCases", "SyntheticInfo", "make_synthetic"]
-__all__ += ["maturation"]
+__all__ = [
+    "CHANNEL_NAMES",
+    "KINETIC_PARAMS",
+    "HardCases",
+    "SyntheticInfo",
+    "make_synthetic",
+    "maturation",
+]
 
 CHANNEL_NAMES = ("Phase", "GFP", "mCherry", "Cy5")
 
