@@ -35,13 +35,27 @@ ACQUISITION = "process-new-acquisition/on-acquisition-finished"
 SWEEP = "sweep-inbox/inbox-sweep"
 
 
+class _RetryUnavailable(httpx.HTTPTransport):
+    """Send a request again while the server answers 503, as Prefect's own client does: the
+    server says so when SQLite is locked by another writer (prefect-notes.md §1.4)."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for _ in range(10):
+            response = super().handle_request(request)
+            if response.status_code != 503:
+                return response
+            response.close()
+            time.sleep(1.0)
+        return response
+
+
 class Api:
     """The few REST calls the tests make (httpx, so this test process keeps its own Prefect
     settings)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.http = httpx.Client(base_url=url, timeout=20)
+        self.http = httpx.Client(base_url=url, timeout=20, transport=_RetryUnavailable())
 
     def deployment(self, name: str) -> dict[str, Any] | None:
         response = self.http.get(f"/deployments/name/{name}")
