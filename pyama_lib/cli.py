@@ -1,4 +1,4 @@
-"""The ``pyama`` command: ``pyama synth``, ``pyama info`` (more subcommands plug in below).
+"""The ``pyama`` command: ``synth``, ``info``, ``score``, ``view`` (more plug in below).
 
 A subcommand is a ``register(subparsers)`` function that adds its parser and sets
 ``func=run(args) -> int`` as default; add it to :data:`COMMANDS`. Heavy imports happen inside
@@ -172,7 +172,38 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-COMMANDS: list[Callable[[Subparsers], None]] = [_register_synth, _register_info, _register_score]
+def _register_view(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "view", help="open a processed FOV in napari: images, labels, tracks ([view] extra)"
+    )
+    p.add_argument("output", type=Path, help="the processed output folder")
+    p.add_argument("--fov", type=int, default=0, help="FOV index (default 0)")
+    p.add_argument(
+        "--channel", type=int, help="fluorescence channel whose tracks to show (default: first)"
+    )
+    p.add_argument(
+        "--screenshot", type=Path, metavar="PNG", help="render to this PNG instead of a window"
+    )
+    p.add_argument("--frame", type=int, help="the frame to show first")
+    p.set_defaults(func=_run_view)
+
+
+def _run_view(args: argparse.Namespace) -> int:
+    from pyama_lib.viewer import fov_layers, show
+
+    view = fov_layers(args.output, args.fov, args.channel)
+    shot = show(view, screenshot=args.screenshot, frame=args.frame)
+    if shot is not None:
+        print(f"screenshot: {shot}")
+    return 0
+
+
+COMMANDS: list[Callable[[Subparsers], None]] = [
+    _register_synth,
+    _register_info,
+    _register_score,
+    _register_view,
+]
 
 
 def build_parser(

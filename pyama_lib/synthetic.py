@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 CHANNEL_NAMES = ("Phase", "GFP", "mCherry", "Cy5")
+PIXEL_SIZE_UM = 0.65  # a 10x objective on a 6.5 µm camera pixel: the OME-TIFF's PhysicalSizeX
 
 _PC_BACKGROUND = 1500.0  # counts
 _PC_BODY_DARKENING = 330.0
@@ -276,6 +277,7 @@ def make_synthetic(
         names,
         times_min,
         compression=compression,
+        pixel_size_um=PIXEL_SIZE_UM,
     )
     cells_csv = out / f"{base_name}_truth_cells.csv"
     _cells_table(cells, n_frames).to_csv(cells_csv, index=False)

@@ -30,7 +30,7 @@ def _upstream_state(out: Path) -> dict[tuple[int, str], tuple[str | None, list[i
     for fov in range(N_FOVS):
         store = FovStore(out, "synthetic", fov)
         for name in UPSTREAM:
-            files = sorted((store.path / name).rglob("*"))
+            files = sorted(store.array_path(name).rglob("*"))
             state[fov, name] = (store.fingerprint(name), [f.stat().st_mtime_ns for f in files])
     return state
 

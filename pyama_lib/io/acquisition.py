@@ -39,6 +39,8 @@ class Acquisition(ABC):
     width: int
     dtype: np.dtype
     channel_names: list[str]
+    # Micrometres per pixel when the file is calibrated (the store's OME-Zarr scale), else None.
+    pixel_size_um: float | None = None
 
     def __init__(self, path: str | Path, **options: Any) -> None:
         self.path = Path(path)

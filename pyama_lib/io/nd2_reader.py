@@ -120,6 +120,7 @@ class ND2Acquisition(Acquisition):
         self.width = sizes["X"]
         self.dtype = dtype
         self.channel_names = _channel_names(metadata, self.n_channels)
+        self.pixel_size_um = _pixel_size_um(metadata)
         self._seq = _sequence_table(loop_indices, self.n_fovs, self.n_frames)
         if (self._seq < 0).any():
             fov, t = np.argwhere(self._seq < 0)[0]
@@ -213,6 +214,17 @@ def _sequence_table(
         if loops.get("Z", 0) == 0:
             seq[loops.get("P", 0), loops.get("T", 0)] = index
     return seq
+
+
+def _pixel_size_um(metadata: Any) -> float | None:
+    """The calibrated x pixel size in µm; None when NIS-Elements left the axis uncalibrated
+    (the file then says 1.0, which is no size at all)."""
+    channels = getattr(metadata, "channels", None) or []
+    volume = getattr(channels[0], "volume", None) if channels else None
+    if volume is None or not volume.axesCalibrated[0]:
+        return None
+    size = float(volume.axesCalibration[0])
+    return size if size > 0 else None
 
 
 def _channel_names(metadata: Any, n_channels: int) -> list[str]:

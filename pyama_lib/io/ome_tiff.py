@@ -141,6 +141,7 @@ class OmeTiffAcquisition(Acquisition):
                 f"{next(n for n in names if n != names[0])}); split the file per channel set",
             )
         self.channel_names = names[0] or [f"ch{c}" for c in range(self.n_channels)]
+        self.pixel_size_um = _pixel_size_um(images[0]) if images else None
         times = [_delta_t_minutes(self.path, img, self.n_frames) for img in images]
         self._times: list[np.ndarray | None] = times or [None] * self.n_fovs
 
@@ -239,6 +240,18 @@ def _channel_names(pixels: ET.Element, n_channels: int) -> list[str]:
     return (names + [f"ch{i}" for i in range(len(names), n_channels)])[:n_channels]
 
 
+_MICROMETRES_PER_UNIT = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}
+
+
+def _pixel_size_um(pixels: ET.Element) -> float | None:
+    """``PhysicalSizeX`` in µm (OME's default unit), or None when absent or in another unit."""
+    size, unit = pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit", "µm")
+    if size is None or unit not in _MICROMETRES_PER_UNIT:
+        return None
+    um = float(size) * _MICROMETRES_PER_UNIT[unit]
+    return um if um > 0 else None
+
+
 def _delta_t_minutes(path: Path, pixels: ET.Element, n_frames: int) -> np.ndarray | None:
     """Per-frame times in minutes from Plane DeltaT (Z 0, first channel), or None if incomplete."""
     times: dict[int, float] = {}
@@ -270,6 +283,7 @@ def write_ome_tiff(
     *,
     compression: str | None = None,
     delta_t_unit: Literal["s", "min"] = "s",
+    pixel_size_um: float | None = None,
 ) -> Path:
     """Write an OME-TIFF, one series per FOV (axes TCYX), streaming one frame at a time.
 
@@ -290,6 +304,8 @@ def write_ome_tiff(
         A ``tifffile`` compression (``"zlib"``, ...) or None (fastest, the default).
     delta_t_unit
         Unit of the stored ``DeltaT``: seconds (OME's default, what most readers assume) or min.
+    pixel_size_um
+        Stored as OME ``PhysicalSizeX``/``PhysicalSizeY`` (µm) when given.
 
     Returns
     -------
@@ -323,6 +339,8 @@ def write_ome_tiff(
                     "Channel": {"Name": list(channel_names)},
                     "Plane": {"DeltaT": delta_t, "DeltaTUnit": [delta_t_unit] * len(delta_t)},
                 }
+                if pixel_size_um is not None:
+                    metadata["PhysicalSizeX"] = metadata["PhysicalSizeY"] = pixel_size_um
                 writer.write(
                     planes,
                     shape=(n_frames, n_ch, *head.shape[1:]),

@@ -1,8 +1,12 @@
 """The Zarr v3 store of intermediates: one group per FOV, one frame per chunk.
 
-Layout (DESIGN.md "Zarr store")::
+Layout (README "Outputs")::
 
-    <out>/fov_XXX/<base>_fov_XXX.zarr/{pc,fl,seg,seg_labeled,fl_corrected}_ch_<c>
+    <out>/fov_XXX/<base>_fov_XXX.zarr/{pc,fl,seg,fl_corrected}_ch_<c>
+    <out>/fov_XXX/<base>_fov_XXX.zarr/labels/seg_labeled_ch_<c>/0
+
+The group is also an OME-Zarr (NGFF 0.5) image with the tracked labels as its label image
+(:mod:`pyama_lib.io.ngff`), so napari opens it as it is.
 
 An array counts as present only when its completion marker (the ``pyama_complete`` attribute,
 holding the stage's parameters) is set, and the marker is written after the last frame. A stage
@@ -28,11 +32,14 @@ import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from pyama_lib.errors import StoreError
+from pyama_lib.io import ngff
 from pyama_lib.io.plain import plain
 
 COMPLETE_ATTR = "pyama_complete"
 OUTPUTS_ATTR = "pyama_outputs"  # group attribute: markers of files derived from this FOV
+ACQUISITION_ATTR = "pyama_acquisition"  # group attribute: channel names and physical scale
 ARRAY_KINDS = ("pc", "fl", "seg", "seg_labeled", "fl_corrected")
+_IMAGE_KINDS = ("pc", "fl", "fl_corrected")  # the intensity arrays NGFF lists, in this order
 
 # LZ4 with byte shuffle: fast enough that writing a 2048² frame costs less than computing it,
 # and it still shrinks uint16 microscopy frames and boolean masks several-fold. Measured at
@@ -58,6 +65,18 @@ def array_name(kind: str, channel: int) -> str:
     if kind not in ARRAY_KINDS:
         raise ValueError(f"unknown array kind {kind!r}; expected one of {ARRAY_KINDS}")
     return f"{kind}_ch_{channel}"
+
+
+def _relative_path(name: str) -> str:
+    """Where array ``name`` lives inside the FOV group: label images in NGFF's labels group."""
+    if name.startswith("seg_labeled"):
+        return f"{ngff.LABELS_GROUP}/{name}/{ngff.LEVEL}"
+    return name
+
+
+def _kind_and_channel(name: str) -> tuple[str, int] | None:
+    kind, sep, channel = name.rpartition("_ch_")
+    return (kind, int(channel)) if sep and kind in ARRAY_KINDS and channel.isdigit() else None
 
 
 def fov_dir(out_dir: str | Path, fov: int) -> Path:
@@ -132,14 +151,21 @@ class FovStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return zarr.open_group(self.path, mode="a", zarr_format=3)
 
+    def array_path(self, name: str) -> Path:
+        """The folder of array ``name`` on disk."""
+        return self.path / _relative_path(name)
+
     def _get(self, name: str) -> zarr.Array | None:
-        if not (self.path / name / "zarr.json").is_file():
+        path = self.array_path(name)
+        if not (path / "zarr.json").is_file():
             return None
         try:
-            arr = zarr.open_array(self.path / name, mode="r+", zarr_format=3)
+            arr = zarr.open_array(path, mode="r+", zarr_format=3)
         except Exception:  # unreadable metadata counts as absent; the writer replaces it
             return None
-        return arr
+        # Arrays of the layout before OME-Zarr (dimension "frame") count as absent: NGFF
+        # readers would reject them, so their stage runs once more.
+        return arr if tuple(arr.metadata.dimension_names or ()) == ngff.AXES else None
 
     def completion(self, name: str) -> dict[str, Any] | None:
         """The completion marker of ``name`` or None when absent or half-written."""
@@ -203,8 +229,58 @@ class FovStore:
     def array_names(self, complete_only: bool = True) -> list[str]:
         if not self.path.is_dir():
             return []
-        names = sorted(p.name for p in self.path.iterdir() if (p / "zarr.json").is_file())
+        labels = self.path / ngff.LABELS_GROUP
+        candidates = [*self.path.iterdir(), *(labels.iterdir() if labels.is_dir() else ())]
+        names = sorted(
+            p.name
+            for p in candidates
+            if _kind_and_channel(p.name) and (self.array_path(p.name) / "zarr.json").is_file()
+        )
         return [n for n in names if not complete_only or self.completion(n) is not None]
+
+    # -- OME-Zarr metadata ----------------------------------------------------------------
+    def describe_acquisition(
+        self,
+        channel_names: Sequence[str],
+        pixel_size_um: float | None,
+        times_min: Sequence[float],
+    ) -> None:
+        """Record what NGFF metadata needs from the acquisition: names and physical scale."""
+        steps = np.diff(np.asarray(times_min, dtype=np.float64))
+        interval = float(np.median(steps)) if steps.size and np.median(steps) > 0 else None
+        facts = {
+            "channel_names": list(channel_names),
+            "pixel_size_um": pixel_size_um,
+            "frame_interval_min": interval,
+        }
+        group = self._group()
+        if group.attrs.get(ACQUISITION_ATTR) != facts:
+            group.attrs[ACQUISITION_ATTR] = facts
+
+    def _scale(self, facts: Mapping[str, Any]) -> ngff.Scale:
+        return ngff.Scale(facts.get("frame_interval_min"), facts.get("pixel_size_um"))
+
+    def write_ngff_metadata(self) -> None:
+        """List the complete intensity and label arrays in the group's NGFF metadata (every
+        writer calls it once its array is complete, and before it replaces a complete one)."""
+        group = self._group()
+        facts = group.attrs.get(ACQUISITION_ATTR) or {}
+        names = list(facts.get("channel_names") or [])
+        parsed = {n: _kind_and_channel(n) for n in self.array_names()}
+        images = sorted(
+            (n for n, kc in parsed.items() if kc and kc[0] in _IMAGE_KINDS),
+            key=lambda n: (_IMAGE_KINDS.index(parsed[n][0]), parsed[n][1]),
+        )
+        labelled = [(n, _channel_label(*parsed[n], names)) for n in images]
+        image = ngff.image_attrs(labelled, self._scale(facts))
+        if image is not None:
+            group.attrs["ome"] = image
+        elif "ome" in group.attrs:
+            del group.attrs["ome"]
+        label_names = [n for n, kc in parsed.items() if kc and kc[0] == "seg_labeled"]
+        if label_names or (self.path / ngff.LABELS_GROUP).is_dir():
+            labels = group.require_group(ngff.LABELS_GROUP)
+            labels.attrs["ome"] = ngff.labels_attrs(label_names)
 
     @contextmanager
     def writer(
@@ -221,16 +297,25 @@ class FovStore:
         """
         if len(shape) != 3:
             raise StoreError(f"{self.path / name}: expected a (T, H, W) shape, got {shape}")
+        listed = self.completion(name) is not None
         self._remove(name)  # zarr would keep stale chunks of a previous, larger array
-        arr = self._group().create_array(
-            name,
+        if listed:  # NGFF readers must not open it while it is rewritten
+            self.write_ngff_metadata()
+        parent = self._group()
+        relative = _relative_path(name)
+        if relative != name:  # a label image: its own NGFF group inside labels/
+            parent = parent.require_group(ngff.LABELS_GROUP).require_group(name)
+            scale = self._scale(self._group().attrs.get(ACQUISITION_ATTR) or {})
+            parent.attrs["ome"] = ngff.label_image_attrs(name, scale)
+        arr = parent.create_array(
+            relative.rsplit("/", 1)[-1],
             shape=shape,
             chunks=(1, shape[1], shape[2]),
             dtype=np.dtype(dtype),
             compressors=_compressor(name, np.dtype(dtype)),
             fill_value=0,
             config=_WRITE_CONFIG,
-            dimension_names=("frame", "y", "x"),
+            dimension_names=ngff.AXES,
         )
         yield arr
         arr.attrs[COMPLETE_ATTR] = {
@@ -238,8 +323,24 @@ class FovStore:
             "n_frames": int(shape[0]),
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        self.write_ngff_metadata()
 
     def _remove(self, name: str) -> None:
-        target = self.path / name
-        if target.exists():
-            shutil.rmtree(target)
+        # A label image goes with its NGFF group; ``self.path / name`` is also where the layout
+        # before OME-Zarr kept the labels.
+        targets = [self.path / name]
+        if _relative_path(name) != name:
+            targets.append(self.array_path(name).parent)
+        for target in targets:
+            if target.exists():
+                shutil.rmtree(target)
+
+
+def _channel_label(kind: str, channel: int, names: Sequence[str]) -> str:
+    """How a person knows the channel: the acquisition's name, and what was done to it."""
+    name = names[channel] if channel < len(names) else f"ch{channel}"
+    return {
+        "pc": f"{name} (phase contrast)",
+        "fl": name,
+        "fl_corrected": f"{name}, background-corrected",
+    }[kind]

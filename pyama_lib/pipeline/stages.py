@@ -98,6 +98,7 @@ def copy_fov(
     channels: Channels,
     store: FovStore,
     input_key: str | None = None,
+    times_min: Sequence[float] | None = None,
 ) -> StageResult:
     """Copy one FOV's phase-contrast and fluorescence frames into the store.
 
@@ -113,6 +114,9 @@ def copy_fov(
         input_key = identity_key(input_identity(acquisition.path))
     result = StageResult("copy", fov)
     start = time.perf_counter()
+    if times_min is None:  # the plan has read them already; the file is asked only without it
+        times_min = acquisition.frame_times(fov)
+    store.describe_acquisition(acquisition.channel_names, acquisition.pixel_size_um, times_min)
     shape = (acquisition.n_frames, acquisition.height, acquisition.width)
     for kind, channel in [("pc", channels.pc)] + [("fl", c) for c in channels.fl]:
         name = array_name(kind, channel)
@@ -237,7 +241,7 @@ def _extract(job: FovJob, store: FovStore, result: StageResult, p: ProcessingPar
         if fl_name != corrected:
             if store.is_complete(corrected):
                 state = "is stale (computed from other inputs or parameters)"
-            elif (store.path / corrected).exists():
+            elif store.array_path(corrected).exists():
                 state = "is half-written"
             else:
                 state = "does not exist"
@@ -287,7 +291,9 @@ def run_stage(stage: str, job: FovJob) -> StageResult:
     start = time.perf_counter()
     if stage == "copy":
         with job.open() as acq:
-            result = copy_fov(acq, job.fov, job.channels, job.store, job.input_key)
+            result = copy_fov(
+                acq, job.fov, job.channels, job.store, job.input_key, times_min=job.times_min
+            )
     else:
         result = StageResult(stage, job.fov)
         _STAGE_FUNCS[stage](job, job.store, result, job.params)
@@ -322,7 +328,7 @@ def results_entries(plan: Plan, fovs: Sequence[int]) -> ProcessingResults:
                 else:
                     current = store.is_complete(array_name(kind, c))
                 if current:
-                    entry.put(kind, c, store.path / array_name(kind, c))
+                    entry.put(kind, c, store.array_path(array_name(kind, c)))
         for c in plan.channels.fl:
             csv = traces_csv_path(out, plan.base_name, fov, c)
             if csv.is_file():
