@@ -339,3 +339,28 @@ def test_intensity_local_ignores_the_residual_background_neighbours_and_the_bord
     assert row["local_background"].tolist() == [7.0, 7.0, 7.0]
     assert row["intensity_total"].tolist() == [1700.0, 80560.0, 660.0]
     assert row["intensity_local"].tolist() == [1000.0, 80000.0, 240.0]
+
+
+def test_the_trimmed_ring_mean_leaves_out_outliers_and_the_counts_integer_steps() -> None:
+    from scipy.stats import trim_mean
+
+    labels = np.zeros((60, 60), dtype=np.uint16)
+    labels[20:30, 20:30] = 1  # 100 px; its ring: the 30x30 window minus the 10x10 box
+    fl = np.full((60, 60), 7.0, dtype=np.float32)
+    fl[:, ::4] = 8.0  # a quarter of the background one count brighter: its median is 7
+    fl[labels == 1] += 10.0
+    fl[10:12, 10:13] = 5000.0  # 6 bright outliers in the ring (an unsegmented speck)
+    ring = fl[10:40, 10:40][np.pad(np.zeros((10, 10), bool), 10, constant_values=True)]
+    feats = ["local_background", "local_background_trimmed", "intensity_local_trimmed"]
+    row = extract_frame(labels, fl, 0, 0.0, features=feats)
+    assert row["local_background"].tolist() == [7.0]
+    trimmed = row["local_background_trimmed"][0]
+    assert trimmed == pytest.approx(trim_mean(ring.astype(np.float64), 0.1), rel=1e-12)
+    assert 7.1 < trimmed < 7.3  # the outliers cut, the 8s counted
+    total = float(row["intensity_total"][0])
+    assert row["intensity_local_trimmed"].tolist() == [total - trimmed * 100]
+
+    covered = np.ones((6, 6), dtype=np.uint16)  # no ring: NaN, as intensity_local
+    row = extract_frame(covered, np.ones((6, 6), np.float32), 0, 0.0, feats[1:])
+    assert np.isnan(row["local_background_trimmed"]).all()
+    assert np.isnan(row["intensity_local_trimmed"]).all()

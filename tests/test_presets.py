@@ -22,7 +22,7 @@ def test_the_accurate_preset_turns_on_the_options_beyond_pyama() -> None:
     accurate = parse_params("accurate")
     assert accurate.segmentation.iterations == 2
     assert accurate.tracking.start_new_tracks and accurate.tracking.max_gap == 2
-    assert accurate.extraction.features == ("intensity_local",)
+    assert accurate.extraction.features == ("intensity_local", "intensity_local_trimmed")
     assert accurate.extraction.min_frames == 10
     # everything else stays PyAMA's
     defaults = ProcessingParams()
@@ -38,7 +38,7 @@ def test_params_win_over_the_preset_name_by_name(tmp_path: Path) -> None:
     params = _options("--preset", "accurate", "--params", str(over))
     assert params.tracking.max_gap == 1 and params.tracking.start_new_tracks  # the rest stays
     assert params.extraction.min_frames == 5
-    assert params.extraction.features == ("intensity_local",)
+    assert params.extraction.features == ("intensity_local", "intensity_local_trimmed")
     assert params.segmentation.iterations == 2
 
 
