@@ -31,7 +31,8 @@ from tasks.analysis import segmentation_png_task
 
 #: The trace feature the pipeline fits (the others are merged, not fitted).
 FIT_FEATURE = "intensity_total"
-LOCAL_FEATURE = "intensity_local"
+#: Local-background intensities, best first: a run that extracts one is fitted on it.
+LOCAL_FEATURES = ("intensity_local_trimmed", "intensity_local")
 
 
 @dataclass
@@ -110,9 +111,10 @@ def pyama_pipeline_flow(
     pictures = [segmentation_png_task.submit(job) for job in plan.jobs]
     # A run that extracts the local-background intensity (--preset accurate) is fitted on it;
     # PyAMA's intensity_total is merged beside it.
-    local = LOCAL_FEATURE in plan.params.extraction.features
-    fit_feature = LOCAL_FEATURE if local else FIT_FEATURE
-    features = [FIT_FEATURE, LOCAL_FEATURE, "area"] if local else None  # None: the default
+    extracted = plan.params.extraction.features
+    local = next((f for f in LOCAL_FEATURES if f in extracted), None)
+    fit_feature = local or FIT_FEATURE
+    features = [FIT_FEATURE, local, "area"] if local else None  # None: the default
     merged = merge_samples_flow(
         output_dir, samples_yaml, features=features, long_format=long_format
     )

@@ -58,6 +58,12 @@ def _register_synth(sub: Subparsers) -> None:
         action="store_true",
         help="add cells that arrive late, leave, are faint or small (for `pyama score`)",
     )
+    p.add_argument(
+        "--brightness",
+        type=float,
+        default=1.0,
+        help="factor on the cells' fluorescence (default 1, a dim reporter; 5 a bright one)",
+    )
     p.set_defaults(func=_run_synth)
 
 
@@ -75,6 +81,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         interval_min=args.interval,
         write_labels=not args.no_labels,
         hard=HardCases() if args.hard else None,
+        brightness=args.brightness,
     )
     _print_acquisition(info.path)
     print(f"truth cells:  {info.cells_csv}")

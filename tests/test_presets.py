@@ -22,7 +22,7 @@ def test_the_accurate_preset_turns_on_the_options_beyond_pyama() -> None:
     accurate = parse_params("accurate")
     assert accurate.segmentation.iterations == 2
     assert accurate.tracking.start_new_tracks and accurate.tracking.max_gap == 2
-    assert accurate.extraction.features == ("intensity_local", "intensity_local_trimmed")
+    assert accurate.extraction.features == ("intensity_local_trimmed",)
     assert accurate.extraction.min_frames == 10
     # everything else stays PyAMA's
     defaults = ProcessingParams()
@@ -38,7 +38,7 @@ def test_params_win_over_the_preset_name_by_name(tmp_path: Path) -> None:
     params = _options("--preset", "accurate", "--params", str(over))
     assert params.tracking.max_gap == 1 and params.tracking.start_new_tracks  # the rest stays
     assert params.extraction.min_frames == 5
-    assert params.extraction.features == ("intensity_local", "intensity_local_trimmed")
+    assert params.extraction.features == ("intensity_local_trimmed",)
     assert params.segmentation.iterations == 2
 
 
@@ -70,9 +70,9 @@ def test_the_pipeline_fits_the_local_intensity_when_the_preset_extracts_it(
     merged = sorted(Path(f).name for f in summary.merge.files if f.endswith(".csv"))
     assert merged == [
         "synthetic_area_ch_1.csv",
-        "synthetic_intensity_local_ch_1.csv",
+        "synthetic_intensity_local_trimmed_ch_1.csv",
         "synthetic_intensity_total_ch_1.csv",
     ]
     fitted = [Path(f.fitted_csv).name for f in summary.fit.files]
-    assert fitted == ["synthetic_intensity_local_ch_1_fitted.csv"]
+    assert fitted == ["synthetic_intensity_local_trimmed_ch_1_fitted.csv"]
     assert summary.fit.files[0].n_cells == 4

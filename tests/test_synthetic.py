@@ -254,3 +254,25 @@ def test_hard_cases_out_of_range_are_named() -> None:
         HardCases(late=1.5)
     with pytest.raises(InputDataError, match="small_radius must be"):
         HardCases(small_radius=(12.0, 8.0))
+
+
+def test_brightness_scales_the_reporter_and_nothing_else(tmp_path: Path) -> None:
+    small = {"n_fovs": 1, "n_frames": 8, "size": 192, "n_cells": 9, "seed": 4, "interval_min": 60}
+    dim = make_synthetic(tmp_path / "dim", **small)
+    bright = make_synthetic(tmp_path / "bright", **small, brightness=5.0)
+    a, b = pd.read_csv(dim.traces_csv), pd.read_csv(bright.traces_csv)
+    expressing = a["intensity_total"] > 0
+    assert expressing.any()
+    np.testing.assert_allclose(b["intensity_total"], 5.0 * a["intensity_total"], rtol=1e-9)
+    assert a["area"].equals(b["area"])
+    with open_acquisition(dim.path) as da, open_acquisition(bright.path) as db:
+        np.testing.assert_array_equal(da.frame(0, 0, 7), db.frame(0, 0, 7))  # phase contrast
+        fl_dim, fl_bright = da.frame(0, 1, 7).astype(float), db.frame(0, 1, 7).astype(float)
+    labels = _labels(dim, 0)[7]
+    cells, background = labels > 0, labels == 0
+    # each cell's pixels carry 5× its signal over the same background (up to the noise)
+    assert (fl_bright - fl_dim)[cells].sum() == pytest.approx(
+        4.0 * (fl_dim[cells] - np.median(fl_dim[background])).sum(), rel=0.05
+    )
+    with pytest.raises(InputDataError, match="brightness must be > 0, got 0"):
+        make_synthetic(tmp_path / "none", **small, brightness=0.0)
