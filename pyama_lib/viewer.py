@@ -20,7 +20,7 @@ import pandas as pd
 import zarr
 
 from pyama_lib.errors import PyamaError, StoreError
-from pyama_lib.io.store import FovStore, stored_base_names
+from pyama_lib.io.store import FovStore, parse_array_name, stored_base_names
 from pyama_lib.io.tracks import TRACK_COLUMNS, tracks_csv_path
 
 INSTALL_HINT = "pip install 'pyama-flow[view]'"
@@ -83,30 +83,46 @@ def fov_layers(out_dir: str | Path, fov: int = 0, channel: int | None = None) ->
     -------
     FovView
         Layers in drawing order: phase contrast, fluorescence (raw hidden, corrected shown),
-        the tracked labels, the tracks. Each image carries the store's physical scale.
+        the tracked labels, the tracks. Each carries the store's physical scale.
     """
-    import dask.array as da  # only this command needs dask's array module
-
     out_dir = Path(out_dir)
     store = _find_store(out_dir, fov)
     group = zarr.open_group(store.path, mode="r")
-    ome = group.attrs.get("ome") or {}
-    images = ome.get("multiscales") or []
+    images = (group.attrs.get("ome") or {}).get("multiscales") or []
     if not images:
         raise StoreError(f"{store.path}: no complete image yet; run the copy stage first")
     scale = images[0]["datasets"][0]["coordinateTransformations"][0]["scale"]
     names = (group.attrs.get("pyama_acquisition") or {}).get("channel_names") or []
+    layers = _image_layers(store, [image["name"] for image in images], names, scale)
+    labels_group = group.get("labels")
+    label_names = labels_group.attrs.get("ome", {}).get("labels", []) if labels_group else []
+    layers += [
+        (_lazy(store, name), {"name": name, "scale": scale, "opacity": 0.4}, "labels")
+        for name in label_names
+    ]
+    tracks = _tracks_layer(store, channel, scale)
+    if tracks is not None:
+        layers.append(tracks[0])
+    return FovView(store, layers, tracks[1] if tracks is not None else None)
+
+
+def _lazy(store: FovStore, name: str) -> Any:
+    import dask.array as da  # only this command needs dask's array module
+
+    return da.from_zarr(store.open_array(name))
+
+
+def _image_layers(
+    store: FovStore, arrays: list[str], channel_names: list[str], scale: list[float]
+) -> list[LayerData]:
     layers: list[LayerData] = []
     fl_channels: list[int] = []  # a channel's raw and corrected stacks share its colour
-    for image in images:
-        name = image["name"]
-        array = store.open_array(name)
-        kind, _, ch = name.rpartition("_ch_")
-        c = int(ch)
+    for name in arrays:
+        kind, c = parse_array_name(name) or ("", 0)
         kwargs: dict[str, Any] = {
-            "name": f"{name} ({names[c]})" if c < len(names) else name,
+            "name": f"{name} ({channel_names[c]})" if c < len(channel_names) else name,
             "scale": scale,
-            "contrast_limits": _contrast(array, from_background=kind != "pc"),
+            "contrast_limits": _contrast(store.open_array(name), from_background=kind != "pc"),
             "visible": kind != "fl",  # the corrected stack is what the traces measured
             "colormap": "gray",
         }
@@ -114,16 +130,17 @@ def fov_layers(out_dir: str | Path, fov: int = 0, channel: int | None = None) ->
             fl_channels += [] if c in fl_channels else [c]
             colour = _COLORMAPS[fl_channels.index(c) % len(_COLORMAPS)]
             kwargs |= {"colormap": colour, "blending": "additive"}
-        layers.append((da.from_zarr(array), kwargs, "image"))
-    labels_group = group.get("labels")
-    label_names = labels_group.attrs.get("ome", {}).get("labels", []) if labels_group else []
-    for name in label_names:
-        kwargs = {"name": name, "scale": scale, "opacity": 0.4}
-        layers.append((da.from_zarr(store.open_array(name)), kwargs, "labels"))
-    tracks_channel = None
+        layers.append((_lazy(store, name), kwargs, "image"))
+    return layers
+
+
+def _tracks_layer(
+    store: FovStore, channel: int | None, scale: list[float]
+) -> tuple[LayerData, int] | None:
+    """The Tracks layer of ``channel``, else of the first channel whose table has points."""
     candidates = [channel] if channel is not None else sorted(_tracks_channels(store))
     for c in candidates:
-        csv = tracks_csv_path(out_dir, store.base_name, fov, c)
+        csv = tracks_csv_path(store.out_dir, store.base_name, store.fov, c)
         if not csv.is_file():
             if channel is not None:
                 raise StoreError(f"{csv}: no tracks table for channel {c}; run extract first")
@@ -131,18 +148,15 @@ def fov_layers(out_dir: str | Path, fov: int = 0, channel: int | None = None) ->
         table = pd.read_csv(csv)
         if table.empty:  # napari cannot draw a Tracks layer without points
             continue
-        features = table.drop(columns=list(TRACK_COLUMNS))
         kwargs = {
             "name": f"tracks (ch {c})",
             "scale": scale,
-            "features": features,
+            "features": table.drop(columns=list(TRACK_COLUMNS)),
             "tail_length": int(table["t"].max()) + 1,  # the whole path up to the shown frame
             "tail_width": 3,
         }
-        layers.append((table[list(TRACK_COLUMNS)].to_numpy(np.float64), kwargs, "tracks"))
-        tracks_channel = c
-        break
-    return FovView(store, layers, tracks_channel)
+        return (table[list(TRACK_COLUMNS)].to_numpy(np.float64), kwargs, "tracks"), c
+    return None
 
 
 def _tracks_channels(store: FovStore) -> list[int]:

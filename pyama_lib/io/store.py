@@ -74,7 +74,8 @@ def _relative_path(name: str) -> str:
     return name
 
 
-def _kind_and_channel(name: str) -> tuple[str, int] | None:
+def parse_array_name(name: str) -> tuple[str, int] | None:
+    """``parse_array_name("fl_corrected_ch_1") == ("fl_corrected", 1)``; None for others."""
     kind, sep, channel = name.rpartition("_ch_")
     return (kind, int(channel)) if sep and kind in ARRAY_KINDS and channel.isdigit() else None
 
@@ -234,7 +235,7 @@ class FovStore:
         names = sorted(
             p.name
             for p in candidates
-            if _kind_and_channel(p.name) and (self.array_path(p.name) / "zarr.json").is_file()
+            if parse_array_name(p.name) and (self.array_path(p.name) / "zarr.json").is_file()
         )
         return [n for n in names if not complete_only or self.completion(n) is not None]
 
@@ -266,7 +267,7 @@ class FovStore:
         group = self._group()
         facts = group.attrs.get(ACQUISITION_ATTR) or {}
         names = list(facts.get("channel_names") or [])
-        parsed = {n: _kind_and_channel(n) for n in self.array_names()}
+        parsed = {n: parse_array_name(n) for n in self.array_names()}
         images = sorted(
             (n for n, kc in parsed.items() if kc and kc[0] in _IMAGE_KINDS),
             key=lambda n: (_IMAGE_KINDS.index(parsed[n][0]), parsed[n][1]),
