@@ -110,12 +110,14 @@ def test_store_of_the_layout_before_ome_zarr_is_redone(processed, tmp_path):
     store = FovStore(tmp_path, "synthetic", 0)
     shutil.copytree(done.path, store.path)
     # the old layout: dimension "frame", labels beside the other arrays
-    meta = store.array_path("pc_ch_0") / "zarr.json"
-    old = json.loads(meta.read_text())
-    old["dimension_names"] = ["frame", "y", "x"]
-    meta.write_text(json.dumps(old))
-    shutil.copytree(store.array_path("seg_labeled_ch_0"), store.path / "seg_labeled_ch_0")
-    assert not store.is_complete("pc_ch_0") and store.is_complete("fl_ch_1")
+    shutil.move(store.array_path("seg_labeled_ch_0"), store.path / "seg_labeled_ch_0")
+    for name in ("pc_ch_0", "seg_labeled_ch_0"):
+        meta = store.path / name / "zarr.json"
+        old = json.loads(meta.read_text())
+        old["dimension_names"] = ["frame", "y", "x"]
+        meta.write_text(json.dumps(old))
+    assert not store.is_complete("pc_ch_0") and not store.is_complete("seg_labeled_ch_0")
+    assert store.is_complete("fl_ch_1")
     job = plan_jobs(plan.jobs[0].input_path, tmp_path, Channels(pc=0, fl=[1, 2])).jobs[0]
     written = {s: run_stage(s, job).written for s in STAGES}
     assert written["copy"] == ["pc_ch_0"] and "seg_labeled_ch_0" in written["track"]
