@@ -190,11 +190,20 @@ def _prefect_api(server: ApiServer | None) -> Iterator[None]:
         server.stop()
         yield
         return
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+    from prefect.settings import (
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    )
 
     server.wait_ready(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
     os.environ["PREFECT_API_URL"] = server.url  # for worker processes (Dask) as well
-    with temporary_settings(updates={PREFECT_API_URL: server.url}):
+    # No flow-run heartbeats on the temporary server: only automations act on them (marking
+    # a run crashed when they stop), and this server evaluates none (see ApiServer) and dies
+    # with the command. A sync flow run joins its heartbeat thread when it ends, and that
+    # thread sleeps in 1 s steps: 0-1 s (0.4 s in the median of pairs) at the end of every
+    # command.
+    updates = {PREFECT_API_URL: server.url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    with temporary_settings(updates=updates):
         yield
 
 
