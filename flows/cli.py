@@ -201,7 +201,7 @@ def _prefect_api(server: ApiServer | None) -> Iterator[None]:
     # No flow-run heartbeats on the temporary server: only automations act on them (marking
     # a run crashed when they stop), and this server evaluates none (see ApiServer) and dies
     # with the command. A sync flow run joins its heartbeat thread when it ends, and that
-    # thread sleeps in 1 s steps: 0-1 s (0.4 s in the median of pairs) at the end of every
+    # thread sleeps in 1 s steps: 0-1 s (0.42 s in a traced run) at the end of every
     # command.
     updates = {PREFECT_API_URL: server.url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     with temporary_settings(updates=updates):
