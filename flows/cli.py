@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import functools
+import gc
 import importlib
 import logging
 import os
@@ -190,11 +191,20 @@ def _prefect_api(server: ApiServer | None) -> Iterator[None]:
         server.stop()
         yield
         return
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+    from prefect.settings import (
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    )
 
     server.wait_ready(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
     os.environ["PREFECT_API_URL"] = server.url  # for worker processes (Dask) as well
-    with temporary_settings(updates={PREFECT_API_URL: server.url}):
+    # No flow-run heartbeats on the temporary server: only automations act on them (marking
+    # a run crashed when they stop), and this server evaluates none (see ApiServer) and dies
+    # with the command. A sync flow run joins its heartbeat thread when it ends, and that
+    # thread sleeps in 1 s steps: 0-1 s (0.42 s in a traced run) at the end of every
+    # command.
+    updates = {PREFECT_API_URL: server.url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    with temporary_settings(updates=updates):
         yield
 
 
@@ -232,10 +242,13 @@ def prefect_session(
     """What a flow command needs once its arguments are checked: a Prefect API (``server``,
     the temporary one in its own session from :func:`start_api_server`, see
     :mod:`flows.api_server`; None when one is configured), ``flows_module`` (the command's
-    flows) imported and, for the process runner, the stage workers' import started early."""
+    flows) imported and, for the process runner, the stage workers' import started while the
+    server finishes its start."""
     # The server comes up while Prefect and the workers load; it stops when the command exits.
     if server is not None:
         atexit.register(server.stop)  # registered before Prefect's own exit hooks: runs last
+    # Prefect's flow machinery (0.3-0.5 s) loads while the server is still starting.
+    importlib.import_module(flows_module)
     if process_workers:
         from pyama_lib.pipeline.pool import prestart
 
@@ -244,9 +257,20 @@ def prefect_session(
         # "leaked semaphore objects": nothing is left behind, so its warning is noise for the
         # person at the terminal. The tracker process takes its warning filters from here.
         sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
-        prestart()  # the workers' imports overlap loading Prefect and starting the flow run
-    # Prefect's flow machinery (0.3-0.5 s) loads while the server is still starting.
-    importlib.import_module(flows_module)
+        # The workers' import starts only now: the server's start (its imports, 3 s of CPU)
+        # is what the command waits for, and on 2 cores three processes importing at once
+        # slowed it by 0.4 s. This command is waiting for the server from here on (1 s or
+        # more), and the forkserver's import (1 s) finishes well before the first stage.
+        prestart()
+    if server is not None:
+        # What Prefect imports only once the flow run starts, just after the server is ready
+        # (0.1-0.2 s there): loaded now, while this command waits for the server anyway.
+        for module in _FLOW_START_IMPORTS:
+            importlib.import_module(module)
+    # The imports are done (see importing_without_gc): what they made lives as long as the
+    # command, and later collections skip it.
+    gc.freeze()
+    gc.enable()
     with _prefect_api(server):
         yield
 
@@ -293,24 +317,45 @@ def progress_bar() -> Iterator[None]:
         logger.removeHandler(handler)
 
 
+# Prefect's flow engine, and FastAPI's JSON encoder, which it takes the flow run's parameters
+# through (Flow.serialize_parameters).
+_FLOW_START_IMPORTS = ("prefect.flow_engine", "fastapi.encoders")
+
+
+@contextmanager
+def importing_without_gc() -> Iterator[None]:
+    """No cyclic garbage collection while a command imports its stack (pyama_lib, scipy,
+    pandas, Prefect): the collector walked the ever-growing heap of module objects again and
+    again, 20% of the imports' CPU (1.7 -> 1.4 s), which the API server's start shares the 2
+    cores with. :func:`prefect_session` turns it on again once the imports are done; so does
+    leaving the block (an error before that)."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 @stops_on_sigterm
 def run_process(args: argparse.Namespace) -> int:
     parse_stages(args.stages)  # a typo is refused before anything starts
-    server, options = start_api_server_during(lambda: process_options(args))
-    with prefect_session(server, "flows.process", process_workers=args.runner == "process"):
-        from flows.process import process_acquisition
-        from flows.reporting import FovsFailedError
+    with importing_without_gc():
+        server, options = start_api_server_during(lambda: process_options(args))
+        workers = args.runner == "process"
+        with prefect_session(server, "flows.process", process_workers=workers):
+            from flows.process import process_acquisition
+            from flows.reporting import FovsFailedError
 
-        try:
-            with progress_bar():
-                summary = process_acquisition(
-                    str(args.input), str(args.output), retries=args.retries, **options
-                )
-        except FovsFailedError as exc:
-            # The other FOVs are done: show them, then the error paragraph and exit status 3
-            # (pyama_lib.cli.main reports the re-raised error).
-            _print_summary(exc.summary)
-            raise
+            try:
+                with progress_bar():
+                    summary = process_acquisition(
+                        str(args.input), str(args.output), retries=args.retries, **options
+                    )
+            except FovsFailedError as exc:
+                # The other FOVs are done: show them, then the error paragraph and exit
+                # status 3 (pyama_lib.cli.main reports the re-raised error).
+                _print_summary(exc.summary)
+                raise
     _print_summary(summary)
     return 0
 

@@ -83,8 +83,11 @@ def test_ctrl_c_with_the_temporary_server(acquisition, tmp_path):
     assert_group_exits(proc.pid, "processes of the interrupted run")
     record = load_run_yaml(out)[-1]
     assert record.status == "interrupted" and record.finished is not None
-    # The server had a session of its own: no uvicorn with this run's PREFECT_HOME is left.
-    left = subprocess.run(["pgrep", "-f", "uvicorn"], capture_output=True, text=True).stdout
+    # The server had a session of its own: no server (uvicorn, under flows.api_server) with
+    # this run's PREFECT_HOME is left.
+    left = subprocess.run(
+        ["pgrep", "-f", "uvicorn|flows.api_server"], capture_output=True, text=True
+    ).stdout
     for pid in left.split():
         environ = Path(f"/proc/{pid}/environ")
         if environ.exists():

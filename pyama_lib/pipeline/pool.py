@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 # What a worker imports before its first stage (about 1.3 s). Kept out of this module's own
 # imports so the CLI can start the workers' import before loading Prefect.
 _STAGES_MODULE = "pyama_lib.pipeline.stages"
+_PRELOAD_MODULE = "pyama_lib.pipeline.preload"  # the stages, this module and the readers
 
 # The pool of the flow run in progress. Prefect's thread task runner copies the submitting
 # context into each task thread, so the tasks of that run (and only they) see it.
@@ -106,7 +107,7 @@ def _context() -> BaseContext:
     if "forkserver" not in get_all_start_methods():
         return get_context("spawn")
     context = get_context("forkserver")
-    context.set_forkserver_preload([_STAGES_MODULE])  # takes effect when the server starts
+    context.set_forkserver_preload([_PRELOAD_MODULE])  # takes effect when the server starts
     return context
 
 
