@@ -70,7 +70,9 @@ class ApiServer:
         # would block it. Its tail explains a server that failed to start.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", __name__, *args],  # uvicorn's command line, see _serve
+            # uvicorn's command line (see _serve); -P: a folder named like a package in the
+            # working directory (a user's own flows/) must not shadow ours
+            [sys.executable, "-P", "-m", __name__, *args],
             env=env,
             start_new_session=True,  # Ctrl-C's SIGINT reaches the command, not the server
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,

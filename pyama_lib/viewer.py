@@ -10,6 +10,7 @@ napari (the ``[view]`` extra).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ _COLORMAPS = ("green", "magenta", "cyan", "yellow", "red", "blue")
 
 LayerData = tuple[Any, dict[str, Any], str]
 _SCREENSHOT_SIZE = (1280, 800)  # window pixels of --screenshot
+SCREENSHOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 class ViewerMissingError(PyamaError):
@@ -160,12 +162,19 @@ def _tracks_layer(
 
 
 def _tracks_channels(store: FovStore) -> list[int]:
-    pattern = f"{store.base_name}_fov_{store.fov:03d}_tracks_ch_*.csv"
-    return [int(p.stem.rsplit("_", 1)[-1]) for p in store.path.parent.glob(pattern)]
+    """Channels of the FOV's Tracks tables (other files that look alike are not ours)."""
+    name = re.compile(rf"{re.escape(store.base_name)}_fov_{store.fov:03d}_tracks_ch_(\d+)\.csv")
+    found = (name.fullmatch(p.name) for p in store.path.parent.iterdir())
+    return [int(m.group(1)) for m in found if m]
 
 
 def show(view: FovView, *, screenshot: Path | None = None, frame: int | None = None) -> Path | None:
     """Open the layers in napari; with ``screenshot``, render them to that PNG and close."""
+    if screenshot is not None and screenshot.suffix.lower() not in SCREENSHOT_SUFFIXES:
+        raise PyamaError(
+            f"{screenshot}: a screenshot is written as {', '.join(SCREENSHOT_SUFFIXES)}; "
+            "name the file with one of them"
+        )
     try:
         import napari
     except ImportError as exc:

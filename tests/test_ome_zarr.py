@@ -123,3 +123,53 @@ def test_store_of_the_layout_before_ome_zarr_is_redone(processed, tmp_path):
     assert written["copy"] == ["pc_ch_0"] and "seg_labeled_ch_0" in written["track"]
     assert not (store.path / "seg_labeled_ch_0").exists()
     Image.from_zarr(zarr.open_group(store.path, mode="r"))
+
+
+def _listed(store: FovStore) -> tuple[list[str], list[str]]:
+    group = zarr.open_group(store.path, mode="r")
+    images = [m["name"] for m in group.attrs["ome"]["multiscales"]]
+    return images, group["labels"].attrs["ome"]["labels"]
+
+
+def test_a_listing_lost_to_a_kill_is_repaired_and_a_stale_label_is_unlisted(processed, tmp_path):
+    plan, done = processed
+    store = FovStore(tmp_path, "synthetic", 0)
+    shutil.copytree(done.path, store.path)
+    job = plan_jobs(plan.jobs[0].input_path, tmp_path, Channels(pc=0, fl=[1, 2])).jobs[0]
+    # killed after the labels' marker, before their listing: the next run, each array's stage
+    # skipped, lists them again (extract runs: the traces were not copied into tmp_path)
+    zarr.open_group(store.path / "labels", mode="r+").attrs["ome"] = {
+        "version": "0.5",
+        "labels": [],
+    }
+    assert [s for s in STAGES if not run_stage(s, job).was_skipped] == ["extract"]
+    assert _listed(store)[1] == ["seg_labeled_ch_0"]
+    # a new segmentation: labels and corrected stacks computed from the old one are unlisted
+    # (and pyama view does not show them) until their stages run again
+    other = plan_jobs(
+        plan.jobs[0].input_path,
+        tmp_path,
+        Channels(pc=0, fl=[1, 2]),
+        params={"segmentation": {"n_sigma": 2.5}},
+    ).jobs[0]
+    assert run_stage("segment", other).written == ["seg_ch_0"]
+    assert _listed(store) == (["pc_ch_0", "fl_ch_1", "fl_ch_2"], [])
+    run_stage("track", other)
+    assert _listed(store)[1] == ["seg_labeled_ch_0"]
+    Image.from_zarr(zarr.open_group(store.path, mode="r"))
+
+
+def test_an_array_killed_while_removed_is_unlisted_before_its_rewrite(processed, tmp_path):
+    _, done = processed
+    store = FovStore(tmp_path, "synthetic", 0)
+    shutil.copytree(done.path, store.path)
+    # a run killed while it removed fl_ch_2: listed still, its marker gone with its files
+    meta = store.array_path("fl_ch_2") / "zarr.json"
+    data = json.loads(meta.read_text())
+    data["attributes"].pop("pyama_complete")
+    meta.write_text(json.dumps(data))
+    assert "fl_ch_2" in _listed(store)[0]
+    with store.writer("fl_ch_2", (N_FRAMES, SIZE, SIZE), np.uint16) as arr:
+        assert "fl_ch_2" not in _listed(store)[0]  # no reader opens it while it is written
+        arr[:] = 1
+    assert "fl_ch_2" in _listed(store)[0]

@@ -101,6 +101,15 @@ def _pyama(
 
 def test_view_errors_name_the_folder_and_the_fix(processed, tmp_path):
     out, _ = processed
+    # a person's copy of a tracks table beside ours is not one of ours
+    stray = out / "fov_001" / "synthetic_fov_001_tracks_ch_1 (copy).csv"
+    stray.write_text("track_id,t,y,x\n")
+    try:
+        assert fov_layers(out, fov=1).tracks_channel == 1
+    finally:
+        stray.unlink()
+    shot = _pyama("view", str(out), "--fov", "1", "--screenshot", str(tmp_path / "shot.pdf"))
+    assert shot.returncode == 2 and "a screenshot is written as .png" in shot.stderr
     missing = _pyama("view", str(out), "--fov", "0")
     assert missing.returncode == 2
     assert f"{out}: no store for fov 0; the folder has fov_001" in missing.stderr

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,7 +218,7 @@ class FovStore:
         if arr is None or not isinstance(arr.attrs.get(COMPLETE_ATTR), dict):
             state = "is half-written" if arr is not None else "does not exist"
             raise StoreError(
-                f"{self.path / name}: {state}; run the stage that produces {name!r} "
+                f"{self.array_path(name)}: {state}; run the stage that produces {name!r} "
                 "for this FOV first"
             )
         return arr
@@ -261,13 +261,30 @@ class FovStore:
     def _scale(self, facts: Mapping[str, Any]) -> ngff.Scale:
         return ngff.Scale(facts.get("frame_interval_min"), facts.get("pixel_size_um"))
 
-    def write_ngff_metadata(self) -> None:
-        """List the complete intensity and label arrays in the group's NGFF metadata (every
-        writer calls it once its array is complete, and before it replaces a complete one)."""
+    def _current(self, name: str, seen: dict[str, bool]) -> bool:
+        """Complete, and computed from the inputs the store holds now (and they from theirs):
+        a label image tracked from an earlier segmentation is not."""
+        if name not in seen:
+            marker = self.completion(name)
+            inputs = ((marker or {}).get("params") or {}).get("inputs") or {}
+            seen[name] = marker is not None and all(
+                self.fingerprint(i) == fp and self._current(i, seen) for i, fp in inputs.items()
+            )
+        return seen[name]
+
+    def write_ngff_metadata(self, exclude: Collection[str] = ()) -> None:
+        """List the current intensity and label arrays (not ``exclude``) in the group's NGFF
+        metadata. A writer calls it before it replaces an array and once the array is complete;
+        every stage calls it too (``run_stage``), so a run killed in between is repaired."""
         group = self._group()
         facts = group.attrs.get(ACQUISITION_ATTR) or {}
         names = list(facts.get("channel_names") or [])
-        parsed = {n: parse_array_name(n) for n in self.array_names()}
+        seen: dict[str, bool] = {}
+        parsed = {
+            n: parse_array_name(n)
+            for n in self.array_names()
+            if n not in exclude and self._current(n, seen)
+        }
         images = sorted(
             (n for n, kc in parsed.items() if kc and kc[0] in _IMAGE_KINDS),
             key=lambda n: (_IMAGE_KINDS.index(parsed[n][0]), parsed[n][1]),
@@ -282,6 +299,10 @@ class FovStore:
         if label_names or (self.path / ngff.LABELS_GROUP).is_dir():
             labels = group.require_group(ngff.LABELS_GROUP)
             labels.attrs["ome"] = ngff.labels_attrs(label_names)
+            for name in label_names:  # its own scale: the acquisition's facts may have changed
+                label = ngff.label_image_attrs(name, self._scale(facts))
+                if labels[name].attrs.get("ome") != label:
+                    labels[name].attrs["ome"] = label
 
     @contextmanager
     def writer(
@@ -298,10 +319,9 @@ class FovStore:
         """
         if len(shape) != 3:
             raise StoreError(f"{self.path / name}: expected a (T, H, W) shape, got {shape}")
-        listed = self.completion(name) is not None
+        # Unlisted first: NGFF readers must not open it while it is removed and rewritten.
+        self.write_ngff_metadata(exclude={name})
         self._remove(name)  # zarr would keep stale chunks of a previous, larger array
-        if listed:  # NGFF readers must not open it while it is rewritten
-            self.write_ngff_metadata()
         parent = self._group()
         relative = _relative_path(name)
         if relative != name:  # a label image: its own NGFF group inside labels/

@@ -159,7 +159,7 @@ def _map_frames(
             try:
                 out[t : t + 1] = fn(*frames, params)[None]
             except InputDataError as exc:
-                raise InputDataError(f"{store.path / name}, frame {t}: {exc}") from exc
+                raise InputDataError(f"{store.array_path(name)}, frame {t}: {exc}") from exc
     result.written.append(name)
 
 
@@ -297,6 +297,9 @@ def run_stage(stage: str, job: FovJob) -> StageResult:
     else:
         result = StageResult(stage, job.fov)
         _STAGE_FUNCS[stage](job, job.store, result, job.params)
+    # What OME-Zarr readers see follows what the store holds, also after a run that was
+    # killed between an array's marker and its listing (a few ms).
+    job.store.write_ngff_metadata()
     # The stage's whole time, for copy including opening and closing the acquisition.
     result.seconds = time.perf_counter() - start
     return result
