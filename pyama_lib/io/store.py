@@ -272,13 +272,25 @@ class FovStore:
             )
         return seen[name]
 
+    def _listed(self) -> set[str]:
+        """The arrays the group's NGFF metadata lists now (images and label images)."""
+        if not (self.path / "zarr.json").is_file():
+            return set()
+        group = zarr.open_group(self.path, mode="r")
+        images = (group.attrs.get("ome") or {}).get("multiscales") or []
+        labels = group.get(ngff.LABELS_GROUP)
+        label_names = (labels.attrs.get("ome") or {}).get("labels", []) if labels else []
+        return {image["name"] for image in images} | set(label_names)
+
     def write_ngff_metadata(self, exclude: Collection[str] = ()) -> None:
         """List the current intensity and label arrays (not ``exclude``) in the group's NGFF
-        metadata. A writer calls it before it replaces an array and once the array is complete;
-        every stage calls it too (``run_stage``), so a run killed in between is repaired."""
+        metadata. A writer calls it before it replaces a listed array and once the array is
+        complete; a stage that wrote no array calls it too (``run_stage``), so a run killed
+        between a marker and its listing is repaired."""
         group = self._group()
         facts = group.attrs.get(ACQUISITION_ATTR) or {}
         names = list(facts.get("channel_names") or [])
+        scale = self._scale(facts)
         seen: dict[str, bool] = {}
         parsed = {
             n: parse_array_name(n)
@@ -286,21 +298,21 @@ class FovStore:
             if n not in exclude and self._current(n, seen)
         }
         images = sorted(
-            (n for n, kc in parsed.items() if kc and kc[0] in _IMAGE_KINDS),
+            (n for n, (kind, _) in parsed.items() if kind in _IMAGE_KINDS),
             key=lambda n: (_IMAGE_KINDS.index(parsed[n][0]), parsed[n][1]),
         )
         labelled = [(n, _channel_label(*parsed[n], names)) for n in images]
-        image = ngff.image_attrs(labelled, self._scale(facts))
+        image = ngff.image_attrs(labelled, scale)
         if image is not None:
             group.attrs["ome"] = image
         elif "ome" in group.attrs:
             del group.attrs["ome"]
-        label_names = [n for n, kc in parsed.items() if kc and kc[0] == "seg_labeled"]
+        label_names = [n for n, (kind, _) in parsed.items() if kind == "seg_labeled"]
         if label_names or (self.path / ngff.LABELS_GROUP).is_dir():
             labels = group.require_group(ngff.LABELS_GROUP)
             labels.attrs["ome"] = ngff.labels_attrs(label_names)
             for name in label_names:  # its own scale: the acquisition's facts may have changed
-                label = ngff.label_image_attrs(name, self._scale(facts))
+                label = ngff.label_image_attrs(name, scale)
                 if labels[name].attrs.get("ome") != label:
                     labels[name].attrs["ome"] = label
 
@@ -319,15 +331,13 @@ class FovStore:
         """
         if len(shape) != 3:
             raise StoreError(f"{self.path / name}: expected a (T, H, W) shape, got {shape}")
-        # Unlisted first: NGFF readers must not open it while it is removed and rewritten.
-        self.write_ngff_metadata(exclude={name})
+        if name in self._listed():  # NGFF readers must not open it while it is rewritten
+            self.write_ngff_metadata(exclude={name})
         self._remove(name)  # zarr would keep stale chunks of a previous, larger array
         parent = self._group()
         relative = _relative_path(name)
-        if relative != name:  # a label image: its own NGFF group inside labels/
+        if relative != name:  # a label image: its own group in labels/, described once listed
             parent = parent.require_group(ngff.LABELS_GROUP).require_group(name)
-            scale = self._scale(self._group().attrs.get(ACQUISITION_ATTR) or {})
-            parent.attrs["ome"] = ngff.label_image_attrs(name, scale)
         arr = parent.create_array(
             relative.rsplit("/", 1)[-1],
             shape=shape,

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from pyama_lib.pipeline.stages import FovJob, StageResult
 
 # What a worker imports before its first stage (about 1.3 s). Kept out of this module's own
-# imports so the CLI can start the workers' import before loading Prefect.
+# imports so that the CLI, importing this module, does not pay for it; the forkserver loads it.
 _STAGES_MODULE = "pyama_lib.pipeline.stages"
 _PRELOAD_MODULE = "pyama_lib.pipeline.preload"  # the stages, this module and the readers
 
@@ -114,9 +114,9 @@ def _context() -> BaseContext:
 def prestart() -> None:
     """Start the forkserver and its import of pyama_lib now, without waiting for them.
 
-    Call it as early as possible before a run with ``runner="process"`` (the CLI does, before
-    it loads Prefect): the run's first workers then fork ready to work. A no-op where workers
-    are spawned.
+    Call it before a run with ``runner="process"`` (the CLI does, while it waits for its
+    temporary Prefect server): the run's first workers then fork ready to work. A no-op where
+    workers are spawned.
     """
     if _context().get_start_method() == "forkserver":
         from multiprocessing import forkserver

@@ -29,7 +29,7 @@ from pyama_lib.config import STAGES, Channels, select_stages
 from pyama_lib.errors import InputDataError, ParamsError
 from pyama_lib.io.acquisition import Acquisition
 from pyama_lib.io.results_yaml import FovResults, ProcessingResults
-from pyama_lib.io.store import FovStore, array_name
+from pyama_lib.io.store import FovStore, array_name, parse_array_name
 from pyama_lib.io.traces import (
     PARQUET_DIR,
     SOURCE_METADATA_KEY,
@@ -297,9 +297,10 @@ def run_stage(stage: str, job: FovJob) -> StageResult:
     else:
         result = StageResult(stage, job.fov)
         _STAGE_FUNCS[stage](job, job.store, result, job.params)
-    # What OME-Zarr readers see follows what the store holds, also after a run that was
-    # killed between an array's marker and its listing (a few ms).
-    job.store.write_ngff_metadata()
+    # A stage that wrote an array listed it then (FovStore.writer); one that wrote none lists
+    # what the store holds, which repairs a run killed between a marker and its listing.
+    if not any(parse_array_name(name) for name in result.written):
+        job.store.write_ngff_metadata()
     # The stage's whole time, for copy including opening and closing the acquisition.
     result.seconds = time.perf_counter() - start
     return result

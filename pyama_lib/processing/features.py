@@ -206,10 +206,6 @@ def _ring_background(
     return out
 
 
-def _median(ring: np.ndarray) -> float:
-    return float(np.median(ring))
-
-
 def _trimmed_mean(ring: np.ndarray) -> float:
     """Mean of the ring without its lowest and highest ``LOCAL_BACKGROUND_TRIM`` share."""
     values = np.sort(ring.astype(np.float64))
@@ -230,7 +226,7 @@ def local_background(
     (``np.median``) and returned as float64; NaN when the ring holds no background pixel.
     Cost is one small window per cell, O(cells x ring area), independent of the image size.
     """
-    return _ring_background(labels, fl, context, _median)
+    return _ring_background(labels, fl, context, np.median)
 
 
 @register_feature("local_background_trimmed")
