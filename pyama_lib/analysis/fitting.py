@@ -21,7 +21,8 @@ Per cell (DESIGN "Fitting" otherwise):
    a loose tolerance with short steps (<= 0.7 in log rate, 0.1 of t0's range), so it settles
    in the basin nearest to it as scipy's trust region does; the best is refined to
    ``SS_res`` changes below 1e-12 SS_tot, in the model's canonical form, and its
-   ``restarts`` are tried too.
+   ``restarts`` are tried too, as is t0 on a sample time where it stopped on or within 3 %
+   of a sampling interval of one (the curve bends there, and steps across a bend fail).
 4. ``R^2 = 1 - SS_res/SS_tot`` clipped to [0, 1]; ``success`` as scipy's: the last step
    changed SS_res by less than 1e-8 of it.
 
@@ -42,8 +43,9 @@ The curve itself is what the data fix: t0 (to ~5 % on clean data), the offset an
 height over the movie (peak or plateau). maturation_blocked: the level at t0 and the decay
 ``beta``; t0 itself only to within a sampling interval.
 
-Layout: this module holds the public API and the per-chunk orchestration (``_fit_chunk``:
-rank the starts, refine the best, try the restarts); the grid search and the batched solver
+Layout: this module holds the public API and the per-chunk orchestration (``_rank``: the
+starts of a few hundred cells; ``_fit_chunk``: refine the winners of up to 1024 cells
+together, try the restarts); the grid search and the batched solver
 are in :mod:`~pyama_lib.analysis.solver`, which imports nothing from here.
 """
 
@@ -69,6 +71,8 @@ from pyama_lib.errors import InputDataError
 
 #: Cells fitted together; per array ~ chunk x starts x n_t x n_params x 8 bytes.
 CHUNK_CELLS = 256
+_POLISH_CELLS = 1024  # cells refined together (one row each)
+_SNAP = 0.03  # t0 this close to a sample time (of the median interval) also tries it
 _RANK = (30, 1e-6)  # every start: iterations, tolerance (of SS_tot)
 _RTOL = 1e-12  # the winner's tolerance: smallest SS_res decrease worth another iteration
 _MAX_ITER = 100
@@ -133,7 +137,8 @@ def fit_cells(
         Initial values and ``(min, max)`` bounds overriding the model's (not ``t0`` or
         ``offset``), checked by :func:`~pyama_lib.analysis.models.resolve_start_and_bounds`.
     chunk_cells : int
-        Cells solved together (bounds memory; a few hundred is fastest).
+        Cells whose starts are ranked together (bounds memory; a few hundred is fastest).
+        The winners of up to 1024 cells are then refined together.
     max_iter : int
         Iteration limit of the final refinement.
 
@@ -174,11 +179,11 @@ def fit_cells(
     fitted = np.flatnonzero(n_points >= model.n_params)
     t_safe = np.where(np.isfinite(t), t, 0.0)  # masked out anyway; keeps NaN out of exp()
     grid = make_grid(model, t_safe, t[np.isfinite(t)], start, lower, upper) if fitted.size else None
-    for first in range(0, fitted.size, chunk):
-        rows = fitted[first : first + chunk]
+    for first in range(0, fitted.size, _POLISH_CELLS):
+        rows = fitted[first : first + _POLISH_CELLS]
         w = valid[rows].astype(np.float64)
         y0 = np.where(valid[rows], y[rows], 0.0)
-        p, cost, ok = _fit_chunk(model, grid, t_safe, y0, w, start, lower, upper, max_iter)
+        p, cost, ok = _fit_chunk(model, grid, t_safe, y0, w, start, lower, upper, max_iter, chunk)
         ss_tot = _ss_tot(y0, w)
         with np.errstate(divide="ignore", invalid="ignore"):
             r2[rows] = np.where(ss_tot > 0, np.clip(1.0 - cost / ss_tot, 0.0, 1.0), 0.0)
@@ -236,25 +241,20 @@ def _ss_tot(y0: np.ndarray, w: np.ndarray) -> np.ndarray:
     return (w * (y0 - mean[:, None]) ** 2).sum(axis=1)
 
 
-def _fit_chunk(
+def _rank(
     model: Model,
     grid: Grid | None,
-    t: np.ndarray,
-    y0: np.ndarray,
-    w: np.ndarray,
+    rows: Rows,
+    cells: np.ndarray,
+    tol: np.ndarray,
     start: np.ndarray,
-    lower: np.ndarray,
-    upper: np.ndarray,
-    max_iter: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(params, SS_res, success) of the cells of one chunk: rank the starts, refine the best."""
-    n = y0.shape[0]
-    starts = start[None, None, :].repeat(n, axis=1)
+) -> tuple[np.ndarray, ...]:
+    """Each of ``cells``' best start after a short, capped LM: its (x, damping, lo, hi)."""
+    starts = start[None, None, :].repeat(cells.size, axis=1)
     if grid is not None:
-        starts = np.concatenate([starts, grid_starts(model, grid, y0, w, lower, upper)])
-    cell = np.tile(np.arange(n), starts.shape[0])
-    tol = np.maximum(_ss_tot(y0, w), 1e-300)
-    rows = Rows(model, t, y0, w, lower, upper)
+        y0, w = rows.y0[cells], rows.w[cells]
+        starts = np.concatenate([starts, grid_starts(model, grid, y0, w, rows.lower, rows.upper)])
+    cell = np.tile(cells, starts.shape[0])
     x = rows.to_x(starts.reshape(-1, start.size))
     lo, hi = rows.box(x.shape[0])
     if grid is not None and grid.jumps:  # t0 stays in the sampling interval it starts in
@@ -268,20 +268,54 @@ def _fit_chunk(
         rows, cell, x, _RANK[1] * tol[cell], _RANK[0], lam, lo, hi
     )
     best = best_rows(cost, cell)
-    x, cell, lam, lo, hi = rows.canonical(x[best]), cell[best], lam[best], lo[best], hi[best]
+    return x[best], lam[best], lo[best], hi[best]
+
+
+def _fit_chunk(
+    model: Model,
+    grid: Grid | None,
+    t: np.ndarray,
+    y0: np.ndarray,
+    w: np.ndarray,
+    start: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    max_iter: int,
+    rank_cells: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(params, SS_res, success) of a chunk's cells: rank the starts, refine the best.
+
+    The starts are ranked ``rank_cells`` cells at a time (their rows are several per cell);
+    the refinement then runs on all cells together, so its last iterations, with only a
+    few slow cells left, are paid once per chunk rather than once per ranking group.
+    """
+    n = y0.shape[0]
+    tol = np.maximum(_ss_tot(y0, w), 1e-300)
+    rows = Rows(model, t, y0, w, lower, upper)
+    groups = [np.arange(a, min(a + rank_cells, n)) for a in range(0, n, rank_cells)]
+    ranked = [_rank(model, grid, rows, cells, tol, start) for cells in groups]
+    x, lam, lo, hi = (np.concatenate(part) for part in zip(*ranked, strict=True))
+    x, cell = rows.canonical(x), np.arange(n)
     x, cost, ok, _ = levenberg_marquardt(
         rows, cell, x, _RTOL * tol, max_iter, lam, lo, hi, capped=False
     )
     # Further starts where Gauss-Newton stalls: the model's restarts, and, where t0 stopped
-    # on a sample time (a kink of the curve that steps across t0 keep failing on), the same
-    # point with t0 held, so that the other parameters can finish.
+    # on or just short of a sample time, the same point with t0 on that sample time and
+    # held, so that the other parameters can finish. There the curve's bend at t0 passes
+    # a data point: steps across it keep failing, and a t0 creeping towards it zigzags.
     more, owner, held = [], [], []
     if "t0" in model.param_names:
         i = model.param_names.index("t0")
         t0 = rows.to_p(x)[:, i]
-        gap = np.abs(t0[:, None] - t[None, :]).min(axis=1, initial=np.inf)
-        kink = np.flatnonzero(gap <= 1e-6 * (1.0 + np.abs(t0)))
-        more.append(x[kink])
+        times = np.unique(t[w.any(axis=0)])
+        near = times[np.abs(t0[:, None] - times[None, :]).argmin(axis=1)]
+        spacing = np.median(np.diff(times)) if times.size > 1 else np.inf
+        # On a bound, LM already holds t0 wherever its gradient points outwards.
+        inner = (near > lower[i]) & (near < upper[i])
+        kink = np.flatnonzero((np.abs(t0 - near) <= _SNAP * spacing) & inner)
+        snapped = x[kink].copy()
+        snapped[:, i] = near[kink]
+        more.append(snapped)
         owner.append(kink)
         held.append(np.broadcast_to(np.arange(x.shape[1]) == i, (kink.size, x.shape[1])))
     if model.restarts is not None:

@@ -221,10 +221,13 @@ class Rows:
         return np.clip(x, self.lo, self.hi)
 
     def to_p(self, x: np.ndarray) -> np.ndarray:
-        """Internal coordinates ``(n, k)`` back to parameters."""
+        """Internal coordinates ``(n, k)`` back to parameters (within the bounds).
+
+        The clip undoes rounding: ``exp(log(1e-5))`` is an ulp below 1e-5.
+        """
         p = x.copy()
         p[:, self.logs] = np.exp(x[:, self.logs])
-        return p
+        return np.clip(p, self.lower, self.upper)
 
     def canonical(self, x: np.ndarray) -> np.ndarray:
         """``model.canonical`` (same curve) where that lies within the bounds."""
@@ -232,7 +235,10 @@ class Rows:
             return x
         p = self.to_p(x)
         q = self.model.canonical(p)
-        inside = ((q >= self.lower) & (q <= self.upper)).all(axis=1) & np.isfinite(q).all(1)
+        # Rounding may put a rate the re-assignment sums an ulp past its bound: that is in.
+        slack = 1e-12 * np.maximum(np.abs(self.lower), np.abs(self.upper))
+        inside = (q >= self.lower - slack) & (q <= self.upper + slack)
+        inside = inside.all(axis=1) & np.isfinite(q).all(axis=1)
         return self.to_x(np.where(inside[:, None], q, p))
 
     def residual(self, x: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
