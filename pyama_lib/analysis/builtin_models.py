@@ -39,6 +39,7 @@ import numpy as np
 
 from pyama_lib.analysis.models import Model
 
+_KM_MAX = 30.0  # maturation's upper bound of km, 1/h
 _SERIES_BELOW = 1e-4  # |v - u| dt / 2 below which D(u, v) comes from its Taylor series
 
 
@@ -198,9 +199,10 @@ def _split_close_rates(cols: tuple[int, ...], p: np.ndarray, factor: float = 1.5
 def _maturation_restarts(p: np.ndarray) -> np.ndarray:
     """Starts near a canonical maturation fit that Gauss-Newton from it may not reach.
 
-    Close rates pulled apart (:func:`_split_close_rates` on delta, beta, beta + km); and
-    for slow maturation (``km < beta / 5``) ``km`` 1000x smaller with ``ktl km`` kept: as
-    ``km -> 0`` at fixed ``ktl km`` the curve tends to a limit that steps only creep to.
+    Close rates pulled apart (:func:`_split_close_rates` on delta, beta, beta + km); for
+    slow maturation (``km < beta / 5``) ``km`` 1000x smaller with ``ktl km`` kept: as
+    ``km -> 0`` at fixed ``ktl km`` the curve tends to a limit that steps only creep to;
+    and for ``km`` on its upper bound, delta and beta exchanged (same rates, smaller km).
     """
     p = np.array(p, dtype=np.float64)
     rates = np.column_stack([p[:, 0], p[:, 3], p[:, 4], p[:, 4] + p[:, 2]])
@@ -210,7 +212,15 @@ def _maturation_restarts(p: np.ndarray) -> np.ndarray:
     apart[np.isnan(split[:, 1])] = np.nan
     slow = p * np.array([1.0, 1e3, 1e-3, 1.0, 1.0, 1.0])
     slow[~(p[:, 2] < p[:, 4] / 5)] = np.nan
-    return np.stack([apart, slow])
+    # km on its upper bound caps the fastest rate beta + km; with delta and beta exchanged
+    # the same rates need a smaller km, so the fit can move on from there.
+    swapped = p.copy()
+    swapped[:, 3], swapped[:, 4] = p[:, 4], p[:, 3]
+    swapped[:, 2] = p[:, 4] + p[:, 2] - p[:, 3]
+    capped = (p[:, 2] >= 0.999 * _KM_MAX) & (swapped[:, 2] > 0)
+    swapped[:, 1] *= p[:, 2] / np.where(capped, swapped[:, 2], 1.0)
+    swapped[~capped] = np.nan
+    return np.stack([apart, slow, swapped])
 
 
 _RATES = (1e-5, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # 1/h
@@ -241,7 +251,7 @@ MATURATION = Model(
     bounds={
         "t0": (0.0, 1.0),
         "ktl": (1.0, 5e8),
-        "km": (1e-5, 30.0),
+        "km": (1e-5, _KM_MAX),
         "delta": (1e-5, 11.0),
         "beta": (1e-5, 10.0),
         "offset": (-1e6, 1e6),
