@@ -71,10 +71,19 @@ def _decay_dd(
     h = v - u
     near = np.abs(h) * span * 0.5 < _SERIES_BELOW
     inv = 1.0 / np.where(near, 1.0, h)  # one division per row: multiplying is cheaper
-    out = [(eu - ev) * inv]
+    d = np.subtract(eu, ev)
+    d *= inv
+    out = [d]
     if grad:
-        d = out[0]
-        out += [(d - dt * eu) * inv, (dt * ev - d) * inv, (v * ev - u * eu) * inv]
+        d_u = np.multiply(dt, eu)
+        np.subtract(d, d_u, out=d_u)
+        d_v = np.multiply(dt, ev)
+        d_v -= d
+        d_dt = np.multiply(v, ev)
+        d_dt -= u * eu
+        for part in (d_u, d_v, d_dt):
+            part *= inv
+        out += [d_u, d_v, d_dt]
     rows = np.flatnonzero(near[:, 0])
     if rows.size:
         c, s, tau = 0.5 * (u[rows] + v[rows]), 0.5 * h[rows], dt[rows]
@@ -88,6 +97,12 @@ def _decay_dd(
             out[2][rows] = -0.5 * tau * ec * (tau * sinhc - ds)
             out[3][rows] = ec * (sinhc * (1.0 - c * tau) + s * ds)
     return out
+
+
+def _decay(rate: np.ndarray, dt: np.ndarray) -> np.ndarray:
+    """``exp(-rate dt)``, computed in one buffer."""
+    out = np.multiply(-rate, dt)
+    return np.exp(out, out=out)
 
 
 def _columns(n_params: int, dt: np.ndarray) -> np.ndarray:
@@ -120,17 +135,26 @@ def _trivial(t: np.ndarray, p: np.ndarray, grad: bool = False) -> np.ndarray:
 def _maturation(t: np.ndarray, p: np.ndarray, grad: bool = False) -> np.ndarray:
     t, p, dt, span = _onset(t, p)
     ktl, km, delta, beta, offset = (p[:, i : i + 1] for i in range(1, 6))
-    ed, eb, ebk = np.exp(-delta * dt), np.exp(-beta * dt), np.exp(-(beta + km) * dt)
+    ed, eb, ebk = (_decay(rate, dt) for rate in (delta, beta, beta + km))
     one = _decay_dd(delta, beta, dt, span, ed, eb, grad)
     two = _decay_dd(delta, beta + km, dt, span, ed, ebk, grad)
+    # In place where a temporary would do: the arrays are (rows x time points) and the
+    # fitter calls this for every row of every iteration.
     if not grad:
-        return offset + ktl * (one[0] - two[0])
+        out = np.subtract(one[0], two[0], out=one[0])
+        out *= ktl
+        out += offset
+        return out
     jac = _columns(6, dt)
-    np.multiply(ktl * (two[3] - one[3]), t[None, :] > p[:, :1], out=jac[0])
+    np.subtract(two[3], one[3], out=jac[0])
+    jac[0] *= ktl
+    jac[0] *= t[None, :] > p[:, :1]
     np.subtract(one[0], two[0], out=jac[1])
     np.multiply(-ktl, two[2], out=jac[2])
-    np.multiply(ktl, one[1] - two[1], out=jac[3])
-    np.multiply(ktl, one[2] - two[2], out=jac[4])
+    np.subtract(one[1], two[1], out=jac[3])
+    jac[3] *= ktl
+    np.subtract(one[2], two[2], out=jac[4])
+    jac[4] *= ktl
     return jac.transpose(1, 2, 0)
 
 

@@ -73,7 +73,7 @@ from pyama_lib.errors import InputDataError
 CHUNK_CELLS = 256
 _POLISH_CELLS = 1024  # cells refined together (one row each)
 _SNAP = 0.03  # t0 this close to a sample time (of the median interval) also tries it
-_RANK = (30, 1e-6)  # every start: iterations, tolerance (of SS_tot)
+_RANK = (25, 1e-6)  # every start: iterations, tolerance (of SS_tot)
 _RTOL = 1e-12  # the winner's tolerance: smallest SS_res decrease worth another iteration
 _MAX_ITER = 150  # the refinement's; restarts, which begin near a fit, get 2/3 of it
 
