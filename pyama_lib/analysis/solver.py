@@ -126,12 +126,18 @@ def grid_starts(
     lin = [model.param_names.index(n) for n in model.linear]
     b0, basis, n_lin = grid.b0, grid.basis, len(lin)
     wy = w * y0
+    dense = bool(np.all(w == 1.0))
+
+    def weighted(curves: np.ndarray) -> np.ndarray:
+        """``w @ curves.T``: with no point missing, one sum over time serves every cell."""
+        return curves.sum(axis=1)[None, :] if dense else w @ curves.T
+
     gram = np.empty((y0.shape[0], b0.shape[0], n_lin, n_lin), dtype=np.float64)
     for a in range(n_lin):
         for b in range(a, n_lin):
-            gram[..., a, b] = gram[..., b, a] = w @ (basis[a] * basis[b]).T
-    rhs = np.stack([wy @ basis[a].T - w @ (b0 * basis[a]).T for a in range(n_lin)], axis=-1)
-    yy = (wy * y0).sum(axis=1)[:, None] - 2.0 * wy @ b0.T + w @ (b0 * b0).T
+            gram[..., a, b] = gram[..., b, a] = weighted(basis[a] * basis[b])
+    rhs = np.stack([wy @ basis[a].T - weighted(b0 * basis[a]) for a in range(n_lin)], axis=-1)
+    yy = (wy * y0).sum(axis=1)[:, None] - 2.0 * wy @ b0.T + weighted(b0 * b0)
     # A tiny ridge keeps points whose curve is 0 everywhere (t0 after the data) solvable.
     ridge = 1e-12 * np.trace(gram, axis1=-2, axis2=-1) + 1e-300
     if n_lin == 2:  # amplitude and offset: Cramer's rule, ~10x LAPACK on 2x2 systems
@@ -294,8 +300,8 @@ def levenberg_marquardt(
     r, cost = rows.residual(x, cell)
     ok = np.zeros(n, dtype=np.bool_)
     at = np.flatnonzero(np.isfinite(cost))  # rows still iterating
-    xa, ra, ca, la = x[at], r[at], cost[at], lam[at]
-    hess, grad = rows.normal_equations(xa, ra, cell[at])
+    xa, ca, la = x[at], cost[at], lam[at]
+    hess, grad = rows.normal_equations(xa, r[at], cell[at])  # residuals are needed only here
     nu, last = np.full(at.size, 2.0), np.full(at.size, np.inf)
     for _ in range(max_iter):
         if at.size == 0:
@@ -327,9 +333,9 @@ def levenberg_marquardt(
         last = np.where(accept, gain / np.maximum(c_new, 1e-300), last)
         if accept.any():
             xa[accept] += step[accept]
-            ra[accept], ca[accept] = r_new[accept], c_new[accept]
+            ca[accept] = c_new[accept]
             hess[accept], grad[accept] = rows.normal_equations(
-                xa[accept], ra[accept], cell[at[accept]]
+                xa[accept], r_new[accept], cell[at[accept]]
             )
         # Stopped otherwise (a small promise under heavy damping, or damping past
         # _LAMBDA_MAX: no step helps any more), a row has converged only if its last step
@@ -339,7 +345,7 @@ def levenberg_marquardt(
             x[at[done]], cost[at[done]], lam[at[done]] = xa[done], ca[done], la[done]
             ok[at[done]] = converged[done] | (last[done] <= _FTOL)
             keep = ~done
-            at, xa, ra, ca, la, nu = at[keep], xa[keep], ra[keep], ca[keep], la[keep], nu[keep]
+            at, xa, ca, la, nu = at[keep], xa[keep], ca[keep], la[keep], nu[keep]
             hess, grad, last = hess[keep], grad[keep], last[keep]
     x[at], cost[at], lam[at] = xa, ca, la  # out of iterations: the best point so far
     ok[at] = last <= _FTOL
