@@ -13,14 +13,17 @@ Per cell (DESIGN "Fitting" otherwise):
 2. Starts: the defaults with the user's overrides (PyAMA's only start), and the best point
    of a grid search for each value of the grid's first parameter (t0): on every grid point
    the amplitude and offset (``model.linear``) are solved by linear least squares for all
-   cells at once, a few matrix products. For a curve that jumps at t0 (maturation_blocked)
-   each interval between sample times gets a start and its fit keeps t0 inside it.
+   cells at once, a few matrix products. A flat or noisy trace (no grid curve explains
+   20 % of its variance) has many shallow minima: it also gets a start for each midpoint
+   between those t0 values. For a curve that jumps at t0 (maturation_blocked) each
+   interval between sample times gets a start and its fit keeps t0 inside it.
 3. Levenberg-Marquardt, Nielsen's damping. Rates (lower bound > 0, bounds >= 100x apart)
    move as logarithms. A parameter on a bound its gradient pushes against is held; others
    a step would carry out are pinned on the bound and the rest re-solved. Each start runs to
    a loose tolerance with short steps (<= 0.7 in log rate, 0.1 of t0's range), so it settles
    in the basin nearest to it as scipy's trust region does; the best is refined to
-   ``SS_res`` changes below 1e-12 SS_tot, in the model's canonical form, and its
+   ``SS_res`` changes below 1e-12 SS_tot (for a fit below R^2 0.2, 1e-10 of its SS_res
+   if that is more), in the model's canonical form, and its
    ``restarts`` are tried too, as is t0 on a sample time where it stopped on or within 3 %
    of a sampling interval of one (the curve bends there, and steps across a bend fail).
 4. ``R^2 = 1 - SS_res/SS_tot`` clipped to [0, 1]; ``success`` as scipy's: the last step
@@ -75,6 +78,8 @@ _POLISH_CELLS = 1024  # cells refined together (one row each)
 _SNAP = 0.03  # t0 this close to a sample time (of the median interval) also tries it
 _RANK = (25, 1e-6)  # every start: iterations, tolerance (of SS_tot)
 _RTOL = 1e-12  # the winner's tolerance: smallest SS_res decrease worth another iteration
+_FLAT_R2 = 0.2  # a cell fitted (or gridded) below this R^2 is flat: more starts, looser end
+_FLAT_RTOL = 1e-10  # a flat cell's tolerance, of its SS_res
 _MAX_ITER = 150  # the refinement's; restarts, which begin near a fit, get 2/3 of it
 
 
@@ -178,12 +183,17 @@ def fit_cells(
     n_points = valid.sum(axis=1).astype(np.int64)
     fitted = np.flatnonzero(n_points >= model.n_params)
     t_safe = np.where(np.isfinite(t), t, 0.0)  # masked out anyway; keeps NaN out of exp()
-    grid = make_grid(model, t_safe, t[np.isfinite(t)], start, lower, upper) if fitted.size else None
+    times = t[np.isfinite(t)]
+    grids = (None, None)
+    if fitted.size:
+        grids = tuple(
+            make_grid(model, t_safe, times, start, lower, upper, between=b) for b in (False, True)
+        )
     for first in range(0, fitted.size, _POLISH_CELLS):
         rows = fitted[first : first + _POLISH_CELLS]
         w = valid[rows].astype(np.float64)
         y0 = np.where(valid[rows], y[rows], 0.0)
-        p, cost, ok = _fit_chunk(model, grid, t_safe, y0, w, start, lower, upper, max_iter, chunk)
+        p, cost, ok = _fit_chunk(model, grids, t_safe, y0, w, start, lower, upper, max_iter, chunk)
         ss_tot = _ss_tot(y0, w)
         with np.errstate(divide="ignore", invalid="ignore"):
             r2[rows] = np.where(ss_tot > 0, np.clip(1.0 - cost / ss_tot, 0.0, 1.0), 0.0)
@@ -243,19 +253,32 @@ def _ss_tot(y0: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def _rank(
     model: Model,
-    grid: Grid | None,
+    grids: tuple[Grid | None, Grid | None],
     rows: Rows,
     cells: np.ndarray,
     tol: np.ndarray,
     start: np.ndarray,
 ) -> tuple[np.ndarray, ...]:
-    """Each of ``cells``' best start after a short, capped LM: its (x, damping, lo, hi)."""
-    starts = start[None, None, :].repeat(cells.size, axis=1)
+    """Each of ``cells``' best start after a short, capped LM: (x, damping, lo, hi, SS_res).
+
+    The starts: the defaults, the best point of each group of the grid and, for a cell the
+    grid explains poorly (a flat or noisy trace, whose SS_res has many shallow minima),
+    also of each group of the grid in between.
+    """
+    grid, between = grids
+    starts, cell = [start[None, :].repeat(cells.size, axis=0)], [cells]
     if grid is not None:
         y0, w = rows.y0[cells], rows.w[cells]
-        starts = np.concatenate([starts, grid_starts(model, grid, y0, w, rows.lower, rows.upper)])
-    cell = np.tile(cells, starts.shape[0])
-    x = rows.to_x(starts.reshape(-1, start.size))
+        found, sse = grid_starts(model, grid, y0, w, rows.lower, rows.upper)
+        starts.append(found.reshape(-1, start.size))
+        cell.append(np.tile(cells, found.shape[0]))
+        flat = np.flatnonzero(sse > (1.0 - _FLAT_R2) * tol[cells])
+        if between is not None and flat.size:
+            found, _ = grid_starts(model, between, y0[flat], w[flat], rows.lower, rows.upper)
+            starts.append(found.reshape(-1, start.size))
+            cell.append(np.tile(cells[flat], found.shape[0]))
+    cell = np.concatenate(cell)
+    x = rows.to_x(np.concatenate(starts))
     lo, hi = rows.box(x.shape[0])
     if grid is not None and grid.jumps:  # t0 stays in the sampling interval it starts in
         i, times = model.param_names.index("t0"), grid.times
@@ -268,12 +291,12 @@ def _rank(
         rows, cell, x, _RANK[1] * tol[cell], _RANK[0], lam, lo, hi
     )
     best = best_rows(cost, cell)
-    return x[best], lam[best], lo[best], hi[best]
+    return x[best], lam[best], lo[best], hi[best], cost[best]
 
 
 def _fit_chunk(
     model: Model,
-    grid: Grid | None,
+    grids: tuple[Grid | None, Grid | None],
     t: np.ndarray,
     y0: np.ndarray,
     w: np.ndarray,
@@ -293,12 +316,14 @@ def _fit_chunk(
     tol = np.maximum(_ss_tot(y0, w), 1e-300)
     rows = Rows(model, t, y0, w, lower, upper)
     groups = [np.arange(a, min(a + rank_cells, n)) for a in range(0, n, rank_cells)]
-    ranked = [_rank(model, grid, rows, cells, tol, start) for cells in groups]
-    x, lam, lo, hi = (np.concatenate(part) for part in zip(*ranked, strict=True))
+    ranked = [_rank(model, grids, rows, cells, tol, start) for cells in groups]
+    x, lam, lo, hi, cost = (np.concatenate(part) for part in zip(*ranked, strict=True))
+    # A fit of a flat trace is a fit of its noise: its shallow valleys take the most
+    # iterations, and gains below 1e-10 of its SS_res (scipy stops at 1e-8) change nothing.
+    flat = cost > (1.0 - _FLAT_R2) * tol
+    ftol = np.where(flat, np.maximum(_RTOL * tol, _FLAT_RTOL * cost), _RTOL * tol)
     x, cell = rows.canonical(x), np.arange(n)
-    x, cost, ok, _ = levenberg_marquardt(
-        rows, cell, x, _RTOL * tol, max_iter, lam, lo, hi, capped=False
-    )
+    x, cost, ok, _ = levenberg_marquardt(rows, cell, x, ftol, max_iter, lam, lo, hi, capped=False)
     # Further starts where Gauss-Newton stalls: the model's restarts, and, where t0 stopped
     # on or just short of a sample time, the same point with t0 on that sample time and
     # held, so that the other parameters can finish. There the curve's bend at t0 passes
@@ -331,7 +356,7 @@ def _fit_chunk(
         lam2 = np.full(owner2.size, LAMBDA0)
         limit = max(1, 2 * max_iter // 3)
         x2, cost2, ok2, _ = levenberg_marquardt(
-            rows, owner2, x2, _RTOL * tol[owner2], limit, lam2, lo2, hi2, capped=False
+            rows, owner2, x2, ftol[owner2], limit, lam2, lo2, hi2, capped=False
         )
         cell = np.concatenate([np.arange(n), owner2])
         best = best_rows(np.r_[cost, cost2], cell)

@@ -59,10 +59,13 @@ def make_grid(
     start: np.ndarray,
     lower: np.ndarray,
     upper: np.ndarray,
+    between: bool = False,
 ) -> Grid | None:
     """The product of ``model.grid``'s values (within the bounds), curves at ``t``.
 
-    ``times`` are the finite sample times (``t`` has 0 where a time is NaN).
+    ``times`` are the finite sample times (``t`` has 0 where a time is NaN). With
+    ``between``, the first parameter takes the midpoints between its values instead (None
+    for a curve that jumps at t0: its grid already has a t0 in every sampling interval).
     """
     names = model.param_names
     lin = [names.index(n) for n in model.linear]
@@ -77,7 +80,12 @@ def make_grid(
         values = np.asarray(model.grid[name], dtype=np.float64)
         if name == "t0" and jumps:
             values = _interval_midpoints(times, lower[i], upper[i])
-        axes.append(np.unique(np.clip(values, lower[i], upper[i])))
+        values = np.unique(np.clip(values, lower[i], upper[i]))
+        if between and not axes:
+            if jumps or values.size < 2:
+                return None
+            values = 0.5 * (values[:-1] + values[1:])
+        axes.append(values)
     mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(gridded))
     base = np.tile(start, (mesh.shape[0], 1))
     base[:, [names.index(n) for n in gridded]] = mesh
@@ -116,8 +124,10 @@ def _interval_midpoints(times: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 def grid_starts(
     model: Model, grid: Grid, y0: np.ndarray, w: np.ndarray, lower: np.ndarray, upper: np.ndarray
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """``(n_groups, n_cells, k)``: per group, each cell's grid point of lowest SS_res.
+
+    Also each cell's lowest SS_res over the whole grid, ``(n_cells,)``.
 
     On grid point ``g`` the curve is ``b0 + sum_a c_a B_a`` in the linear parameters ``c``;
     each cell's ``c`` solves the weighted normal equations, built for all cells and grid
@@ -153,7 +163,7 @@ def grid_starts(
     top = np.stack([g[np.argmin(sse[:, g], axis=1)] for g in grid.groups], axis=1)
     starts = grid.params[top]  # (n_cells, n_groups, k)
     starts[..., lin] = coef[np.arange(y0.shape[0])[:, None], top]
-    return np.clip(starts.transpose(1, 0, 2), lower, upper)
+    return np.clip(starts.transpose(1, 0, 2), lower, upper), sse.min(axis=1)
 
 
 def _solve(system: np.ndarray, rhs: np.ndarray) -> np.ndarray:
