@@ -127,7 +127,7 @@ def grid_starts(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(n_groups, n_cells, k)``: per group, each cell's grid point of lowest SS_res.
 
-    Also each cell's lowest SS_res over the whole grid, ``(n_cells,)``.
+    Also that point's SS_res, ``(n_cells, n_groups)``.
 
     On grid point ``g`` the curve is ``b0 + sum_a c_a B_a`` in the linear parameters ``c``;
     each cell's ``c`` solves the weighted normal equations, built for all cells and grid
@@ -163,7 +163,8 @@ def grid_starts(
     top = np.stack([g[np.argmin(sse[:, g], axis=1)] for g in grid.groups], axis=1)
     starts = grid.params[top]  # (n_cells, n_groups, k)
     starts[..., lin] = coef[np.arange(y0.shape[0])[:, None], top]
-    return np.clip(starts.transpose(1, 0, 2), lower, upper), sse.min(axis=1)
+    best = np.take_along_axis(sse, top, axis=1)
+    return np.clip(starts.transpose(1, 0, 2), lower, upper), best
 
 
 def _solve(system: np.ndarray, rhs: np.ndarray) -> np.ndarray:
