@@ -237,7 +237,8 @@ def _maturation_restarts(p: np.ndarray) -> np.ndarray:
     slow = p * np.array([1.0, 1e3, 1e-3, 1.0, 1.0, 1.0])
     slow[~(p[:, 2] < p[:, 4] / 5)] = np.nan
     # km on its upper bound caps the fastest rate beta + km; with delta and beta exchanged
-    # the same rates need a smaller km, so the fit can move on from there.
+    # the same rates need a smaller km, so the fit can move on from there. (The default
+    # bound: under a narrower one a user sets, this start is not made.)
     swapped = p.copy()
     swapped[:, 3], swapped[:, 4] = p[:, 4], p[:, 3]
     swapped[:, 2] = p[:, 4] + p[:, 2] - p[:, 3]

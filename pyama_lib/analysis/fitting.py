@@ -16,17 +16,17 @@ Per cell (DESIGN "Fitting" otherwise):
    cells at once, a few matrix products. Of those t0 values a cell starts from the two
    whose best curves fit it best; a flat or noisy trace (no grid curve explains 20 % of
    its variance), which has many shallow minima, from all of them and also from each
-   midpoint between them (and the bounds). For a curve that jumps at t0 (maturation_blocked) each
+   midpoint between two of them. For a curve that jumps at t0 (maturation_blocked) each
    interval between sample times gets a start and its fit keeps t0 inside it.
 3. Levenberg-Marquardt, Nielsen's damping. Rates (lower bound > 0, bounds >= 100x apart)
    move as logarithms. A parameter on a bound its gradient pushes against is held; others
    a step would carry out are pinned on the bound and the rest re-solved. Each start runs to
    a loose tolerance with short steps (<= 0.7 in log rate, 0.1 of t0's range), so it settles
-   in the basin nearest to it as scipy's trust region does; the best is refined to
-   ``SS_res`` changes below 1e-12 SS_tot (for a fit below R^2 0.2, 1e-10 of its SS_res
-   if that is more), in the model's canonical form, and its
-   ``restarts`` are tried too, as is t0 on a sample time where it stopped on or within 3 %
-   of a sampling interval of one (the curve bends there, and steps across a bend fail).
+   in the basin nearest to it as scipy's trust region does; the best is refined, in the
+   model's canonical form, to ``SS_res`` changes below 1e-12 SS_tot (for a fit below
+   R^2 0.2, 1e-10 of its SS_res if that is more). Its ``restarts`` are tried too, as is
+   t0 on a sample time where it stopped on or within 3 % of a sampling interval of one
+   (the curve bends there, and steps across a bend fail).
 4. ``R^2 = 1 - SS_res/SS_tot`` clipped to [0, 1]; ``success`` as scipy's: the last step
    changed SS_res by less than 1e-8 of it.
 
@@ -49,8 +49,8 @@ height over the movie (peak or plateau). maturation_blocked: the level at t0 and
 
 Layout: this module holds the public API and the per-chunk orchestration (``_rank``: the
 starts of a few hundred cells; ``_fit_chunk``: refine the winners of up to 1024 cells
-together, try the restarts); the grid search and the batched solver
-are in :mod:`~pyama_lib.analysis.solver`, which imports nothing from here.
+together, try the restarts); the grid search and the batched solver are in
+:mod:`~pyama_lib.analysis.solver`, which imports nothing from here.
 """
 
 from __future__ import annotations
@@ -263,9 +263,9 @@ def _rank(
 ) -> tuple[np.ndarray, ...]:
     """Each of ``cells``' best start after a short, capped LM: (x, damping, lo, hi, SS_res).
 
-    The starts: the defaults, the best point of each group of the grid and, for a cell the
-    grid explains poorly (a flat or noisy trace, whose SS_res has many shallow minima),
-    also of each group of the grid in between.
+    The starts: the defaults and the best point of the cell's best groups of the grid; for
+    a cell the grid explains poorly (a flat or noisy trace, whose SS_res has many shallow
+    minima), of every group, and of every group of the grid in between.
     """
     grid, between = grids
     starts, cell = [start[None, :].repeat(cells.size, axis=0)], [cells]
