@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,10 @@ def test_a_worker_killed_mid_stage_costs_only_time(acquisition, cluster, tmp_pat
     wait_for("a worker in fov_001's correct stage", paused.is_file, timeout=90, every=0.1)
     victim = int(wait_for("the paused worker's pid", lambda: paused.read_text(), timeout=5))
     assert victim in pids.values()
+    # A worker sends its logs in batches every 2 s, and a SIGKILL takes the unsent batch
+    # with it: the victim may have finished, say, fov_000's extract just before this pause.
+    # The logs it had sent must arrive, hence the wait past one batch before the kill.
+    time.sleep(3.0)
     os.kill(victim, signal.SIGKILL)
 
     status, output = _finish(proc)
