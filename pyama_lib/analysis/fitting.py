@@ -14,10 +14,11 @@ Per cell (DESIGN "Fitting" otherwise):
    of a grid search for each value of the grid's first parameter (t0): on every grid point
    the amplitude and offset (``model.linear``) are solved by linear least squares for all
    cells at once, a few matrix products. Of those t0 values a cell starts from the two
-   whose best curves fit it best; a flat or noisy trace (no grid curve explains 20 % of
-   its variance), which has many shallow minima, from all of them and also from each
-   midpoint between two of them. For a curve that jumps at t0 (maturation_blocked) each
-   interval between sample times gets a start and its fit keeps t0 inside it.
+   thirds (rounded up) whose best curves fit it best; a flat or noisy trace (no grid curve
+   explains 20 % of its variance), which has many shallow minima, from all of them and
+   also from each midpoint between two of them. For a curve that jumps at t0
+   (maturation_blocked) each interval between sample times gets a start, kept for every
+   cell, and its fit keeps t0 inside it.
 3. Levenberg-Marquardt, Nielsen's damping. Rates (lower bound > 0, bounds >= 100x apart)
    move as logarithms. A parameter on a bound its gradient pushes against is held; others
    a step would carry out are pinned on the bound and the rest re-solved. Each start runs to
@@ -77,9 +78,8 @@ from pyama_lib.errors import InputDataError
 CHUNK_CELLS = 256
 _POLISH_CELLS = 1024  # cells refined together (one row each)
 _SNAP = 0.03  # t0 this close to a sample time (of the median interval) also tries it
-_RANK = (25, 1e-6)  # every start: iterations, tolerance (of SS_tot)
+_RANK = (30, 1e-6)  # every start: iterations, tolerance (of SS_tot)
 _RTOL = 1e-12  # the winner's tolerance: smallest SS_res decrease worth another iteration
-_BEST_GROUPS = 2  # grid groups (t0 values) a cell the grid explains starts from
 _FLAT_R2 = 0.2  # a cell fitted (or gridded) below this R^2 is flat: more starts, looser end
 _FLAT_RTOL = 1e-10  # a flat cell's tolerance, of its SS_res
 _MAX_ITER = 150  # the refinement's; restarts, which begin near a fit, get 2/3 of it
@@ -274,9 +274,12 @@ def _rank(
         found, sse = grid_starts(model, grid, y0, w, rows.lower, rows.upper)
         flat = sse.min(axis=1) > (1.0 - _FLAT_R2) * tol[cells]
         # A cell the grid explains starts only from its best groups: in the others even
-        # the best curve fits worse from the outset. A flat cell starts from all of them.
+        # the best curve fits worse from the outset. A flat cell starts from all of them,
+        # and so does every cell where t0 is confined to a sampling interval per start
+        # (a curve that jumps at t0: there the data's SS_res is a step function of t0).
         place = np.argsort(np.argsort(sse, axis=1), axis=1)  # each group's rank per cell
-        keep = ((place < _BEST_GROUPS) | flat[:, None]).T
+        best = -(-2 * sse.shape[1] // 3)  # two thirds of the groups, rounded up
+        keep = ((place < best) | flat[:, None] | grid.jumps).T
         starts.append(found[keep])
         cell.append(np.broadcast_to(cells, keep.shape)[keep])
         flat = np.flatnonzero(flat)
