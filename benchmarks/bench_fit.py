@@ -1,10 +1,11 @@
 """Fitting: cells/s per core of ``fit_cells`` against PyAMA's one-cell-at-a-time loop.
 
-Traces: 600 cells x 180 frames (every 10 min, 30 h) of the maturation model with the
-kinetics ``pyama_lib.synthetic`` draws (t0 0.1-0.9 h, ktl 1e3-1e4, km 0.5-3/h, delta
-0.05-0.3/h, beta 0.002-0.03/h, log-uniform), an offset of +-200, and 75 % of the cells
-expressing (the others flat at their offset); Gaussian noise of 5 % of the cell's peak (of
-the peak it would have had, for a non-expressing cell). The reference is PyAMA's way: per
+Traces: 600 cells x 180 frames (every 10 min, 30 h) from
+``pyama_lib.synthetic_cells.maturation_traces``: the kinetics the synthetic acquisitions draw
+(t0 0.1-0.9 h, ktl 1e3-1e4, km 0.5-3/h, delta 0.05-0.3/h, beta 0.002-0.03/h, log-uniform),
+an offset of +-200, and 75 % of the cells expressing (the others flat at their offset);
+Gaussian noise of 5 % of the cell's peak (of the peak it would have had, for a
+non-expressing cell). The reference is PyAMA's way: per
 cell, NaN points dropped, ``scipy.optimize.least_squares`` from the defaults within the
 bounds (finite-difference Jacobian). Both run single-threaded (BLAS pinned to one thread)
 and are timed on CPU time, so the number is per core; ours is the best of three passes.
@@ -30,33 +31,10 @@ QUICK = {"n_cells": 60, "n_t": 180, "seed": 0}
 
 
 def traces(n_cells: int, n_t: int, seed: int) -> tuple[Any, Any, Any]:
-    """(t_hours, y (n_cells, n_t), expresses) from a fixed seed."""
-    import numpy as np
+    """(t_hours, y (n_cells, n_t), expresses) from a fixed seed (``maturation_traces``)."""
+    from pyama_lib.synthetic_cells import maturation_traces
 
-    from pyama_lib.analysis.models import get_model
-
-    rng = np.random.default_rng(seed)
-    t = np.arange(n_t, dtype=np.float64) * (10.0 / 60.0)
-
-    def log_uniform(lo: float, hi: float) -> Any:
-        return np.exp(rng.uniform(np.log(lo), np.log(hi), n_cells))
-
-    p = np.column_stack(
-        [
-            rng.uniform(0.1, 0.9, n_cells),
-            log_uniform(1e3, 1e4),
-            log_uniform(0.5, 3.0),
-            log_uniform(0.05, 0.3),
-            log_uniform(0.002, 0.03),
-            rng.uniform(-200.0, 200.0, n_cells),
-        ]
-    )
-    expresses = rng.random(n_cells) < 0.75
-    clean = get_model("maturation").evaluate(t, p)
-    peak = (clean - p[:, 5:6]).max(axis=1)
-    clean[~expresses] = p[~expresses, 5:6]
-    y = clean + rng.normal(size=clean.shape) * (0.05 * peak)[:, None]
-    return t, y, expresses
+    return maturation_traces(n_cells, n_t, seed)
 
 
 def pyama_loop(t: Any, y: Any) -> Any:

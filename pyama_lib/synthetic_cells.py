@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from pyama_lib.analysis.models import get_model
 from pyama_lib.errors import InputDataError
 
 KINETIC_PARAMS = ("t0", "ktl", "km", "delta", "beta")
@@ -87,6 +88,61 @@ def pattern_grid(size: int, n_cells: int) -> tuple[np.ndarray, np.ndarray, float
     return xs.ravel(), ys.ravel(), spacing
 
 
+def draw_kinetics(rng: np.random.Generator, n_cells: int) -> np.ndarray:
+    """Maturation kinetics of ``n_cells`` cells, float64 ``(n_cells, 5)`` in
+    :data:`KINETIC_PARAMS` order, time in hours.
+
+    t0 is uniform in 0.1-0.9 h (within the fit bounds [0, 1]); ktl (1e3-1e4), km (0.5-3/h),
+    delta (0.05-0.3/h) and beta (0.002-0.03/h, below delta) are log-uniform.
+
+    Examples
+    --------
+    >>> k = draw_kinetics(np.random.default_rng(0), 4)
+    >>> k.shape, bool((k[:, 4] < k[:, 3]).all()), bool(((k[:, 0] > 0.1) & (k[:, 0] < 0.9)).all())
+    ((4, 5), True, True)
+    """
+
+    def log_uniform(lo: float, hi: float) -> np.ndarray:
+        return np.exp(rng.uniform(np.log(lo), np.log(hi), n_cells))
+
+    return np.column_stack(
+        [
+            rng.uniform(0.1, 0.9, n_cells),
+            log_uniform(1e3, 1e4),
+            log_uniform(0.5, 3.0),
+            log_uniform(0.05, 0.3),
+            log_uniform(0.002, 0.03),
+        ]
+    )
+
+
+def maturation_traces(
+    n_cells: int, n_t: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noisy single-cell traces of the maturation model: ``(t_hours, y, expresses)``.
+
+    A frame every 10 min; :func:`draw_kinetics` and an offset of +-200 per cell; 75 % of the
+    cells express (the others stay flat at their offset); Gaussian noise of 5 % of the cell's
+    peak (of the peak it would have had, for a flat cell). ``y`` is float64
+    ``(n_cells, n_t)``. The fit benchmark's traces, and its tests'.
+
+    Examples
+    --------
+    >>> t, y, expresses = maturation_traces(5, 12, seed=0)
+    >>> t[:3].tolist(), y.shape, expresses.dtype.name
+    ([0.0, 0.16666666666666666, 0.3333333333333333], (5, 12), 'bool')
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_t, dtype=np.float64) * (10.0 / 60.0)
+    p = np.column_stack([draw_kinetics(rng, n_cells), rng.uniform(-200.0, 200.0, n_cells)])
+    expresses = rng.random(n_cells) < 0.75
+    clean = get_model("maturation").evaluate(t, p)
+    peak = (clean - p[:, 5:6]).max(axis=1)
+    clean[~expresses] = p[~expresses, 5:6]
+    y = clean + rng.normal(size=clean.shape) * (0.05 * peak)[:, None]
+    return t, y, expresses
+
+
 def draw_cells(
     rng: np.random.Generator, size: int, n_cells: int, n_fl: int, max_drift: float
 ) -> Cells:
@@ -100,13 +156,7 @@ def draw_cells(
     major = np.minimum(minor * rng.uniform(1.0, 1.3, n_cells), max(r_max, r_min))
     direction = rng.uniform(0.0, 2 * np.pi, n_cells)
     drift = rng.uniform(0.3, 1.0, n_cells) * max_drift
-    kin = np.empty((n_fl, n_cells, len(KINETIC_PARAMS)), dtype=np.float64)
-    for k in range(n_fl):
-        kin[k, :, 0] = rng.uniform(0.1, 0.9, n_cells)  # t0 within the fit bounds [0, 1] h
-        kin[k, :, 1] = np.exp(rng.uniform(np.log(1e3), np.log(1e4), n_cells))
-        kin[k, :, 2] = np.exp(rng.uniform(np.log(0.5), np.log(3.0), n_cells))
-        kin[k, :, 3] = np.exp(rng.uniform(np.log(0.05), np.log(0.3), n_cells))
-        kin[k, :, 4] = np.exp(rng.uniform(np.log(0.002), np.log(0.03), n_cells))  # < delta
+    kin = np.stack([draw_kinetics(rng, n_cells) for _ in range(n_fl)])
     expresses = rng.random(n_cells) < _P_EXPRESS
     kin[:, ~expresses, 1] = 0.0  # ktl 0: the model gives 0 at every time
     return Cells(

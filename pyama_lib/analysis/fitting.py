@@ -282,11 +282,13 @@ def _rank(
         keep = ((place < best) | flat[:, None] | grid.jumps).T
         starts.append(found[keep])
         cell.append(np.broadcast_to(cells, keep.shape)[keep])
-        flat = np.flatnonzero(flat)
-        if between is not None and flat.size:
-            found, _ = grid_starts(model, between, y0[flat], w[flat], rows.lower, rows.upper)
+        flat_idx = np.flatnonzero(flat)  # the flat cells also start in between
+        if between is not None and flat_idx.size:
+            found, _ = grid_starts(
+                model, between, y0[flat_idx], w[flat_idx], rows.lower, rows.upper
+            )
             starts.append(found.reshape(-1, start.size))
-            cell.append(np.tile(cells[flat], found.shape[0]))
+            cell.append(np.tile(cells[flat_idx], found.shape[0]))
     cell = np.concatenate(cell)
     x = rows.to_x(np.concatenate(starts))
     lo, hi = rows.box(x.shape[0])
