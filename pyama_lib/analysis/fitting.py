@@ -56,8 +56,9 @@ together, try the restarts); the grid search and the batched solver are in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache, partial
 
 import numpy as np
 import pandas as pd
@@ -83,6 +84,9 @@ _RTOL = 1e-12  # the winner's tolerance: smallest SS_res decrease worth another 
 _FLAT_R2 = 0.2  # a cell fitted (or gridded) below this R^2 is flat: more starts, looser end
 _FLAT_RTOL = 1e-10  # a flat cell's tolerance, of its SS_res
 _MAX_ITER = 150  # the refinement's; restarts, which begin near a fit, get 2/3 of it
+
+#: The start-search grid, and a call giving the grid in between (for flat cells).
+Grids = tuple[Grid | None, Callable[[], Grid | None]]
 
 
 @dataclass(frozen=True)
@@ -186,11 +190,10 @@ def fit_cells(
     fitted = np.flatnonzero(n_points >= model.n_params)
     t_safe = np.where(np.isfinite(t), t, 0.0)  # masked out anyway; keeps NaN out of exp()
     times = t[np.isfinite(t)]
-    grids = (None, None)
-    if fitted.size:
-        grids = tuple(
-            make_grid(model, t_safe, times, start, lower, upper, between=b) for b in (False, True)
-        )
+    grid = make_grid(model, t_safe, times, start, lower, upper) if fitted.size else None
+    # The grid in between serves only flat cells: built when the first one turns up (~3 ms).
+    between = cache(partial(make_grid, model, t_safe, times, start, lower, upper, between=True))
+    grids = (grid, between)
     for first in range(0, fitted.size, _POLISH_CELLS):
         rows = fitted[first : first + _POLISH_CELLS]
         w = valid[rows].astype(np.float64)
@@ -255,7 +258,7 @@ def _ss_tot(y0: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def _rank(
     model: Model,
-    grids: tuple[Grid | None, Grid | None],
+    grids: Grids,
     rows: Rows,
     cells: np.ndarray,
     tol: np.ndarray,
@@ -283,10 +286,8 @@ def _rank(
         starts.append(found[keep])
         cell.append(np.broadcast_to(cells, keep.shape)[keep])
         flat_idx = np.flatnonzero(flat)  # the flat cells also start in between
-        if between is not None and flat_idx.size:
-            found, _ = grid_starts(
-                model, between, y0[flat_idx], w[flat_idx], rows.lower, rows.upper
-            )
+        if flat_idx.size and (mid := between()) is not None:
+            found, _ = grid_starts(model, mid, y0[flat_idx], w[flat_idx], rows.lower, rows.upper)
             starts.append(found.reshape(-1, start.size))
             cell.append(np.tile(cells[flat_idx], found.shape[0]))
     cell = np.concatenate(cell)
@@ -308,7 +309,7 @@ def _rank(
 
 def _fit_chunk(
     model: Model,
-    grids: tuple[Grid | None, Grid | None],
+    grids: Grids,
     t: np.ndarray,
     y0: np.ndarray,
     w: np.ndarray,
