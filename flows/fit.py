@@ -84,6 +84,7 @@ def fit_traces_flow(
     n_workers: Annotated[int, Field(ge=1)] = 2,
     chunk_cells: Annotated[int, Field(ge=1)] = CHUNK_CELLS,
     feature: str | None = None,
+    thorough: bool = False,
 ) -> FitSummary:
     """Fit ``model`` to every cell of the analysis CSV ``path``, or of every analysis CSV in
     the folder ``path`` (``_fitted`` results and per-FOV ``_traces`` CSVs are skipped, as in
@@ -91,6 +92,7 @@ def fit_traces_flow(
     values and bounds (``{"ktl": 500}``, ``{"km": (0.1, 5)}``); time is converted to hours as
     each file's ``# Time units`` line says. ``feature`` keeps only a folder's CSVs of that feature
     (``intensity_total`` fits ``<sample>_intensity_total_ch_<c>.csv``, not the areas).
+    ``thorough`` tries more starts per cell (about 4x the time; see ``fit_cells``).
     """
     logger = get_run_logger()
     started = time.time()
@@ -103,8 +105,9 @@ def fit_traces_flow(
             raise ResultsFileError(found[0].parent, f"holds no analysis CSV of feature {feature!r}")
     tables = {csv: read_analysis_csv(csv) for csv in csvs}
     logger.info(
-        "fitting %s to %d cell(s) in %d file(s)",
+        "fitting %s%s to %d cell(s) in %d file(s)",
         model,
+        " (thorough)" if thorough else "",
         sum(t.shape[1] for t in tables.values()),
         len(csvs),
     )
@@ -122,6 +125,7 @@ def fit_traces_flow(
                         "params": params,
                         "bounds": bounds,
                         "label": csv.stem,
+                        "thorough": thorough,
                     },
                 )
                 for start in range(0, table.shape[1], chunk_cells)

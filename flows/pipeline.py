@@ -73,12 +73,13 @@ def pyama_pipeline_flow(
     reader_options: dict[str, Any] | None = None,
     fit_params: dict[str, float] | None = None,
     fit_bounds: dict[str, tuple[float, float]] | None = None,
+    fit_thorough: bool = False,
     long_format: bool = False,
 ) -> PipelineSummary:
     """Process ``input_path`` into ``output_dir``, merge its FOVs into samples and fit
     ``model`` to every cell. Processing parameters are those of ``process_acquisition``;
     ``samples_yaml`` those of ``merge_samples``; ``fit_params``/``fit_bounds`` the fit's
-    initial values and bounds (``fit_traces``).
+    initial values and bounds and ``fit_thorough`` its ``thorough`` (``fit_traces``).
     """
     # Everything the later parts need is checked before the long part starts.
     if samples_yaml:
@@ -125,6 +126,7 @@ def pyama_pipeline_flow(
         params=fit_params,
         bounds=fit_bounds,
         n_workers=n_workers,
+        thorough=fit_thorough,
     )
     figures = [p for p in (f.result() for f in pictures) if p is not None]
     create_markdown_artifact(

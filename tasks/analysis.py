@@ -48,11 +48,13 @@ def fit_chunk_task(
     params: Mapping[str, float] | None,
     bounds: Mapping[str, tuple[float, float]] | None,
     label: str = "",
+    thorough: bool = False,
 ) -> pd.DataFrame:
     """Fit cells ``start..stop-1`` (column positions) of one analysis CSV; their fit table."""
     table = read_analysis_csv(analysis_csv)
     y = table.iloc[:, start:stop].to_numpy(dtype="float64").T
-    fitted = fit_table(fit_cells(table.index.to_numpy(dtype="float64"), y, model, params, bounds))
+    t = table.index.to_numpy(dtype="float64")
+    fitted = fit_table(fit_cells(t, y, model, params, bounds, thorough=thorough))
     fitted["cell_id"] += start
     return fitted
 

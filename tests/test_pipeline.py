@@ -3,6 +3,7 @@ kinetics → process → merge → fit, and the figures; plus the merge and fit 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ import pytest
 from matplotlib.image import imread
 
 from flows.cli import main as cli_main
+from flows.fit import fit_traces_flow
 from flows.pipeline import pyama_pipeline_flow
+from pyama_lib.analysis.fitting import fit_cells
 from pyama_lib.io.analysis_csv import read_analysis_csv
 from pyama_lib.io.fit_results import read_fit_results
 from pyama_lib.io.traces import read_traces_csv, traces_csv_path
@@ -99,6 +102,20 @@ def test_the_figures_are_shown_in_the_prefect_ui(pipeline):
     assert markdown.count("data:image/png;base64,") >= 4  # two figures per fitted CSV
 
 
+def test_a_thorough_fit_runs_through_the_flow_and_is_never_worse(pipeline, tmp_path):
+    _, out, _ = pipeline
+    csv = shutil.copy(out / "merged" / "dox_intensity_total_ch_1.csv", tmp_path)
+    fit_traces_flow(str(csv), thorough=True)
+    thorough = read_fit_results(tmp_path / "dox_intensity_total_ch_1_fitted.parquet")
+    default = read_fit_results(out / "merged" / "dox_intensity_total_ch_1_fitted.parquet")
+    assert (thorough["r_squared"] >= default["r_squared"] - 1e-12).all()
+    table = read_analysis_csv(csv)
+    t, y = table.index.to_numpy(dtype="float64"), table.to_numpy(dtype="float64").T
+    direct = fit_cells(t, y, thorough=True)  # the flow passes thorough on to fit_cells
+    np.testing.assert_array_equal(thorough["r_squared"], direct.r_squared)
+    assert not np.array_equal(direct.params, fit_cells(t, y).params)
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -107,6 +124,7 @@ def test_the_figures_are_shown_in_the_prefect_ui(pipeline):
         (["fit", "{out}/merged", "--bound", "km=5,1"], "km"),
         (["fit", "{out}/merged", "--param", "ktl"], "write NAME=VALUE"),
         (["fit", "{out}/nothing-here"], "no such file or folder"),
+        (["fit", "{out}/nothing-here", "--thorough"], "no such file or folder"),
         (["merge", "{out}/nowhere"], "no processing results here"),
         (["merge", "{out}", "--samples", "{bad_samples}"], "FOV"),
     ],

@@ -248,6 +248,23 @@ def _maturation_restarts(p: np.ndarray) -> np.ndarray:
     return np.stack([apart, slow, swapped])
 
 
+def _maturation_alternatives(p: np.ndarray) -> np.ndarray:
+    """``(1, n, k)``: the fit moved to the other side of the t0-km trade-off.
+
+    Fluorescence appears about ``1/km`` after t0, so a late onset with fast maturation and an
+    early one with slow maturation fit noisy data nearly alike, in separate basins. A slow
+    fit (km < 10/h) moves to km = 29/h (just within the default bound), a fast one to the
+    default 1.28/h; t0 keeps ``t0 + 1/km``, and ktl the height ``ktl km / (beta + km)``.
+    """
+    p = np.array(p, dtype=np.float64)
+    km = np.where(p[:, 2] < 10.0, 29.0, 1.28)
+    moved = p.copy()
+    moved[:, 0] = p[:, 0] + 1.0 / p[:, 2] - 1.0 / km
+    moved[:, 1] = p[:, 1] * p[:, 2] / (p[:, 4] + p[:, 2]) * (p[:, 4] + km) / km
+    moved[:, 2] = km
+    return moved[None]
+
+
 _RATES = (1e-5, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # 1/h
 
 TRIVIAL = Model(
@@ -287,6 +304,7 @@ MATURATION = Model(
     grid={"t0": (0.0, 0.5, 1.0), "km": _RATES[1:], "delta": _RATES, "beta": _RATES},
     canonical=_maturation_canonical,
     restarts=_maturation_restarts,
+    alternatives=_maturation_alternatives,
 )
 
 MATURATION_BLOCKED = Model(

@@ -9,7 +9,8 @@ vectorised functions of time ``t`` (hours, ``(n_t,)``) and parameters ``p`` (flo
 
 A lab adds its own model by building a :class:`Model` and calling :func:`register_model` (see
 its example). The optional fields only help the fitter: ``linear`` and ``grid`` give it
-data-driven starts, ``canonical`` and ``restarts`` encode symmetries like the built-ins'.
+data-driven starts, ``canonical`` and ``restarts`` encode symmetries like the built-ins',
+``alternatives`` points a thorough fit also tries.
 
 Module layout (acyclic): this module holds :class:`Model`, the registry and the override
 checks; :mod:`~pyama_lib.analysis.builtin_models` holds the built-ins' math and records and
@@ -66,6 +67,9 @@ class Model:
     restarts : callable, optional
         ``p -> (n_alternatives, n_cells, n_params)`` further starts near a fit (NaN rows:
         none), tried after the fit; the better result is kept.
+    alternatives : callable, optional
+        Like ``restarts``, further from the fit (another basin of SS_res); tried only by a
+        thorough fit (``fit_cells(..., thorough=True)``).
 
     Examples
     --------
@@ -87,6 +91,7 @@ class Model:
     grid: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     canonical: Rows | None = None
     restarts: Rows | None = None
+    alternatives: Rows | None = None
 
     def __post_init__(self) -> None:
         names = tuple(self.param_names)
