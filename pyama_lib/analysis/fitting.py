@@ -159,7 +159,7 @@ def fit_cells(
         Also start each cell's fit again from t0 held on every sample time within its
         bounds (up to 12) and from the model's ``alternatives`` (maturation: the other side
         of the t0-km trade-off), then refine the best: about 4x the time. On the benchmark's
-        traces no cell then ends below PyAMA's R^2; by default about 1 % do, by < 1e-4.
+        maturation traces no cell then ends below PyAMA's R^2; by default about 1 % do.
 
     Returns
     -------
