@@ -37,12 +37,12 @@ class Processes:
         return path.read_text(errors="replace")
 
     @staticmethod
-    def stop(proc: subprocess.Popen) -> None:
-        """SIGTERM to the process group, SIGKILL after 15 s."""
+    def stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
+        """SIGTERM to the process group, SIGKILL after ``grace`` seconds."""
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
