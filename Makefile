@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m flows.demo
+	$(VENV)/bin/pyama demo
 
 # Two workers, each taking whole files (module fixtures such as the deployments' server stay
 # in one process): 4.3 instead of 6.3 min on 2 cores in a slow hour, the same 764 tests.

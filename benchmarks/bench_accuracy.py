@@ -40,7 +40,7 @@ TARGETS |= {"border_signed": 0.01}
 
 
 def _score(out: Path, truth: Path, feature: str) -> dict[str, Any]:
-    from pyama_lib.scoring import score_output
+    from pyama_lib.synthetic.scoring import score_output
 
     return score_output(out, truth, feature=feature).as_dict()
 

@@ -22,8 +22,8 @@ QUICK = {"n_frames": 20, "size": 256, "n_cells": 16}
 
 def copy_case(input_path: str, out_dir: str) -> Record:
     """Child side: copy FOV 0 (channels 0 and 1) into a fresh store; time it."""
-    from pyama_lib.config import Channels
-    from pyama_lib.io.acquisition import open_acquisition
+    from pyama_lib.core.selection import Channels
+    from pyama_lib.io import open_acquisition
     from pyama_lib.io.store import FovStore
     from pyama_lib.pipeline.stages import copy_fov
 

@@ -1,7 +1,7 @@
 """Fitting: cells/s per core of ``fit_cells`` against PyAMA's one-cell-at-a-time loop.
 
 Traces: 600 cells x 180 frames (every 10 min, 30 h) from
-``pyama_lib.synthetic_cells.maturation_traces``: the kinetics the synthetic acquisitions draw
+``pyama_lib.synthetic.cells.maturation_traces``: the kinetics the synthetic acquisitions draw
 (t0 0.1-0.9 h, ktl 1e3-1e4, km 0.5-3/h, delta 0.05-0.3/h, beta 0.002-0.03/h, log-uniform),
 an offset of +-200, and 75 % of the cells expressing (the others flat at their offset);
 Gaussian noise of 5 % of the cell's peak (of the peak it would have had, for a
@@ -33,7 +33,7 @@ QUICK = {"n_cells": 60, "n_t": 180, "seed": 0}
 
 def traces(n_cells: int, n_t: int, seed: int) -> tuple[Any, Any, Any]:
     """(t_hours, y (n_cells, n_t), expresses) from a fixed seed (``maturation_traces``)."""
-    from pyama_lib.synthetic_cells import maturation_traces
+    from pyama_lib.synthetic.cells import maturation_traces
 
     return maturation_traces(n_cells, n_t, seed)
 

@@ -4,9 +4,10 @@ Three fresh runs of ``pyama process`` (start-up, the temporary Prefect server an
 included) on 2 FOVs × 40 frames × 2048² with one phase-contrast and one fluorescence channel;
 per-stage ms per FOV-frame from each run's ``run.yaml``; then the fixed cost: a no-op re-run
 over the complete output, a ``--stages`` typo, and the issue's small case (4 FOVs × 60 frames
-× 640²) as a whole command. Medians of the three. PyAMA's per-stage times
-and wall on the same acquisition were measured on this machine on 2026-11-24 (PyAMA is not
-installed here, so they are quoted, not re-run).
+× 640²) as a whole command. Medians of the three.
+
+PyAMA is not installed here, so no ratio against it is printed: its times on these
+acquisitions were taken on another host and day, and a ratio counts only side by side.
 """
 
 from __future__ import annotations
@@ -26,14 +27,11 @@ from common import OUT, Record, ensure_synthetic, verdict
 
 SIZES = {"n_fovs": 2, "n_frames": 40, "size": 2048, "n_cells": 400, "compression": "zlib"}
 QUICK = {"n_fovs": 1, "n_frames": 4, "size": 256, "n_cells": 16, "compression": "zlib"}
-#: PyAMA on this acquisition (ms per FOV-frame and wall s), and the issue's targets incl. I/O.
-PYAMA_MS = {"copy": 164, "segment": 1477, "correct": 417, "track": 659, "extract": 2733}
-PYAMA_WALL_S = 229.9
+#: Per-stage guides incl. store I/O, ms per FOV-frame (set on another host: guides, not limits).
 TARGET_MS = {"copy": 130, "segment": 110, "correct": 100, "track": 30, "extract": 25}
-TARGET_SUM_MS, TARGET_RATIO = 400, 0.10
-#: The issue's small case: 4 FOVs x 60 frames x 640² zlib, PyAMA 41.5 s on this machine.
+TARGET_SUM_MS = 400
+#: A smaller case: 4 FOVs x 60 frames x 640² zlib.
 SMALL = {"n_fovs": 4, "n_frames": 60, "size": 640, "n_cells": 64, "compression": "zlib"}
-SMALL_PYAMA_WALL_S, SMALL_TARGET_RATIO = 41.5, 0.25
 PYAMA = str(Path(sys.executable).parent / "pyama")
 
 
@@ -60,7 +58,7 @@ def _stage_ms(out: Path, n_frames: int) -> dict[str, float]:
 def _ngff_ms_per_fov(out: Path, path: str) -> float:
     """What the OME-Zarr metadata costs a FOV's first run: each array's writer lists the
     store once it is complete, and the extract stage, which writes no array, once."""
-    from pyama_lib.io.acquisition import acquisition_base_name
+    from pyama_lib.io.readers.acquisition import acquisition_base_name
     from pyama_lib.io.store import FovStore
 
     store = FovStore(out, acquisition_base_name(Path(path)), 0)
@@ -105,27 +103,21 @@ def run(quick: bool = False) -> list[Record]:
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
     ms = {s: statistics.median(run[s] for run in stages) for s in stages[0]}
-    wall = statistics.median(walls)
-    ratio = wall / PYAMA_WALL_S
-    small_ratio = statistics.median(small_walls) / SMALL_PYAMA_WALL_S
     return [
         {
             "case": "io",
             "quick": quick,
             **sizes,
-            "wall_s": round(wall, 2),
+            "wall_s": round(statistics.median(walls), 2),
             "walls_s": [round(w, 2) for w in walls],
             "stage_ms_per_frame": {s: round(v, 1) for s, v in ms.items()},
             "stage_sum_ms": round(sum(ms.values()), 1),
             "noop_rerun_s": round(statistics.median(noops), 2),
             "stage_typo_s": round(statistics.median(typos), 2),
             "ngff_metadata_ms_per_fov": round(statistics.median(ngff), 1),
-            "pyama_wall_s": PYAMA_WALL_S,
-            "ratio_to_pyama": round(ratio, 3),
             "small": small,
+            "small_wall_s": round(statistics.median(small_walls), 2),
             "small_walls_s": [round(w, 2) for w in small_walls],
-            "small_ratio_to_pyama": round(small_ratio, 3),
-            "verdict": "–" if quick else verdict(ratio, TARGET_RATIO, higher_is_better=False),
         }
     ]
 
@@ -135,29 +127,24 @@ def table_rows(records: list[Record]) -> list[list[Any]]:
     for r in records:
         label = f"{r['n_fovs']} FOV × {r['n_frames']}×{r['size']}² zlib"
         for stage, value in r["stage_ms_per_frame"].items():
-            what = f"{stage}, {label}, incl. store I/O: ms/frame (PyAMA {PYAMA_MS[stage]})"
+            what = f"{stage}, {label}, incl. store I/O: ms/frame"
             target = TARGET_MS[stage]
             ok = "–" if r["quick"] else verdict(value, target, higher_is_better=False)
             rows.append(["io", what, f"{value:.0f}", f"≤ {target}", ok])
         total = r["stage_sum_ms"]
         ok = "–" if r["quick"] else verdict(total, TARGET_SUM_MS, higher_is_better=False)
-        rows.append(["io", "Σ stages, ms/frame (PyAMA 5450)", f"{total:.0f}",
-                     f"≤ {TARGET_SUM_MS}", ok])  # fmt: skip
-        what = f"`pyama process` wall, start-up included: {r['wall_s']:.1f} s vs PyAMA's 229.9 s"
-        rows.append(["io", what, f"{r['ratio_to_pyama']:.3f}×", f"≤ {TARGET_RATIO}×", r["verdict"]])
+        rows.append(["io", "Σ stages, ms/frame", f"{total:.0f}", f"≤ {TARGET_SUM_MS}", ok])
+        what = f"{label}, `pyama process` wall, start-up included (runs {r['walls_s']})"
+        rows.append(["io", what, f"{r['wall_s']:.1f} s", "–", "–"])
         rows.append(["io", "no-op re-run over the complete output (embedded API)",
                      f"{r['noop_rerun_s']:.1f} s", "≤ 8 s", "–"])  # fmt: skip
         rows.append(["io", "`--stages` typo reported", f"{r['stage_typo_s']:.1f} s", "< 2 s", "–"])
         rows.append(["io", "OME-Zarr metadata writes, ms per FOV (of its stages' seconds)",
                      f"{r['ngff_metadata_ms_per_fov']:.0f}", "–", "–"])  # fmt: skip
-        walls = r["small_walls_s"]
+        small = r["small"]
         what = (
-            f"{r['small']['n_fovs']} FOV × {r['small']['n_frames']}×{r['small']['size']}² zlib, "
-            f"`pyama process` wall: {statistics.median(walls):.1f} s (runs {walls}) vs "
-            f"PyAMA's {SMALL_PYAMA_WALL_S} s"
+            f"{small['n_fovs']} FOV × {small['n_frames']}×{small['size']}² zlib, `pyama process` "
+            f"wall, start-up included (runs {r['small_walls_s']})"
         )
-        ok = "–" if r["quick"] else verdict(r["small_ratio_to_pyama"], SMALL_TARGET_RATIO, False)
-        rows.append(
-            ["io", what, f"{r['small_ratio_to_pyama']:.2f}×", f"≤ {SMALL_TARGET_RATIO}×", ok]
-        )
+        rows.append(["io", what, f"{r['small_wall_s']:.1f} s", "–", "–"])
     return rows

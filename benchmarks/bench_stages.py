@@ -70,7 +70,7 @@ def _time_once(fn: Any, n_frames: int) -> tuple[tuple[float, float], Any]:
 
 def timing_case(input_path: str, n_frames: int, ref_frames: int, repeats: int) -> Record:
     """Child side: time every stage's fast function and its reference on FOV 0 in memory."""
-    from pyama_lib.io.acquisition import open_acquisition
+    from pyama_lib.io import open_acquisition
     from pyama_lib.processing.background import correct_frame
     from pyama_lib.processing.extraction import ExtractionParams, extract_traces
     from pyama_lib.processing.segmentation import segment_frame
@@ -144,8 +144,9 @@ def timing_case(input_path: str, n_frames: int, ref_frames: int, repeats: int) -
 
 def streaming_case(input_path: str, out_dir: str) -> Record:
     """Child side: run every stage for FOV 0 through the store; peak RSS after each stage."""
-    from pyama_lib.config import Channels
-    from pyama_lib.pipeline.stages import STAGES, plan_jobs, run_stage
+    from pyama_lib.core.selection import STAGES, Channels
+    from pyama_lib.pipeline.plan import plan_jobs
+    from pyama_lib.pipeline.stages import run_stage
 
     shutil.rmtree(out_dir, ignore_errors=True)
     plan = plan_jobs(input_path, out_dir, Channels(pc=0, fl=(1,)), fovs=[0])

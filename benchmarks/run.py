@@ -27,7 +27,8 @@ import bench_fit  # noqa: E402
 import bench_io  # noqa: E402
 import bench_scaling  # noqa: E402
 import bench_stages  # noqa: E402
-from common import emit, machine, markdown_table  # noqa: E402
+import bench_startup  # noqa: E402
+from common import describe_probe, emit, hostprobe, machine, markdown_table  # noqa: E402
 
 CASES = {
     "copy": bench_copy,
@@ -37,6 +38,7 @@ CASES = {
     "fit": bench_fit,
     "scaling": bench_scaling,
     "accuracy": bench_accuracy,
+    "startup": bench_startup,
 }
 
 
@@ -55,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in selected:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        # The host's speed drifts within a run: each case gets the probe taken just before it.
+        probe = hostprobe()
+        emit({"case": "hostprobe", "before": name, **probe})
+        rows.append([name, f"host probe before the case: {describe_probe(probe)}", "–", "–", "–"])
         case_start = time.perf_counter()
         records = CASES[name].run(quick=args.quick)
         for record in records:
@@ -69,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick (smoke sizes)" if args.quick else "full"
     print()
     print(
-        f"Benchmarks, {mode}: {header['cpus']} cores, Python {header['python']}, "
-        f"load average at start {header['loadavg_1m']}, {total / 60:.1f} min in all. "
-        "The machine was shared with other work, so timings are noisy."
+        f"Benchmarks, {mode}, {header['date']}: {header['cpus']} cores, Python "
+        f"{header['python']}, load average at start {header['loadavg_1m']}, "
+        f"{total / 60:.1f} min in all."
     )
+    print(f"Host probe at the start (../shared/bench/hostprobe.py): {header['hostprobe']}")
     print()
     print(markdown_table(["Case", "Measurement", "Value", "Target", "Verdict"], rows))
     return 0

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from pyama_lib.inbox import FileVersion
+from pyama_lib.service.inbox import FileVersion
 
 ACQUISITION_EVENT = "pyama.acquisition.finished"
 RESOURCE_PREFIX = "pyama.acquisition."

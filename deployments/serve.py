@@ -32,8 +32,8 @@ from flows.inbox import (
     process_new_acquisition_flow,
     sweep_inbox_flow,
 )
-from pyama_lib.errors import ParamsError
-from pyama_lib.inbox import INBOX_ENV, OUTPUT_ROOT_ENV
+from pyama_lib.core.errors import ParamsError
+from pyama_lib.service.inbox import INBOX_ENV, OUTPUT_ROOT_ENV
 
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$")
 _UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600}

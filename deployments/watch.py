@@ -5,9 +5,9 @@ every few seconds) where no events arrive, as on SMB/NFS shares; the share's fil
 is read from /proc/mounts, so polling is chosen by itself there (``--poll`` forces it). A
 candidate is announced (:func:`deployments.events.announce`) when its size and modification
 time have not changed for the quiet period AND it opens cleanly
-(:func:`pyama_lib.inbox.not_ready`). The ledger (:class:`pyama_lib.inbox.AnnouncedLedger`)
-remembers every announced version, so a restarted watcher announces only what is new,
-including files that finished while it was down.
+(:func:`pyama_lib.service.inbox.not_ready`). The ledger
+(:class:`pyama_lib.service.ledger.AnnouncedLedger`) remembers every announced version, so a
+restarted watcher announces only what is new, including files that finished while it was down.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from pyama_lib.errors import InboxPathError
-from pyama_lib.inbox import (
-    AnnouncedLedger,
+from pyama_lib.core.errors import InboxPathError
+from pyama_lib.service.inbox import (
     FileVersion,
     find_acquisitions,
     is_acquisition,
     not_ready,
     resolve_in_inbox,
 )
+from pyama_lib.service.ledger import AnnouncedLedger
 
 #: File systems that deliver no inotify events for changes made by other machines.
 NETWORK_FILESYSTEMS = frozenset(

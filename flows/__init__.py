@@ -14,16 +14,16 @@ from typing import Any
 # usage data (and log errors on an offline lab machine). Set these yourself to opt in.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-# Prefect waits 20 s for its temporary API server; on a first run (database migrations) on a
-# busy machine that was measured to be too short ("Timed out while attempting to connect to
-# ephemeral Prefect API server"). Give it the time it needs; set it yourself to override.
+# Prefect waits 20 s for its temporary API server; a first run (database migrations) on a busy
+# machine can take longer ("Timed out while attempting to connect to ephemeral Prefect API
+# server"). Give it the time it needs; set it yourself to override.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 _EXPORTS = {
     "process_acquisition": "flows.process",
     "process_acquisition_flow": "flows.process",
-    "FovsFailedError": "flows.reporting",
-    "ProcessSummary": "flows.reporting",
+    "FovsFailedError": "flows.support.reporting",
+    "ProcessSummary": "flows.support.reporting",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -23,14 +23,14 @@ What matches PyAMA
     (``{"output_dir": ..., "channels": {"pc": 0, "fl": [1]}, "params": {}}``).
 
 What differs, on purpose
-    - ``image`` is this project's open :class:`~pyama_lib.io.acquisition.Acquisition` (read
+    - ``image`` is this project's open :class:`~pyama_lib.io.readers.acquisition.Acquisition` (read
       frames with ``image.frame(fov, channel, t)``; close it when done), not a bioio
       ``BioImage``; formats are ND2 and OME-TIFF (no CZI).
     - ``metadata.timepoints`` are FOV 0's frame times in **minutes** (PyAMA: whatever bioio
       gives, often microseconds).
-    - Loading errors are :class:`~pyama_lib.errors.AcquisitionError` subclasses naming the
+    - Loading errors are :class:`~pyama_lib.core.errors.AcquisitionError` subclasses naming the
       file and the problem (PyAMA: ``RuntimeError``).
-    - ``Channels`` is :class:`pyama_lib.config.Channels` (``pc`` must be an int, ``fl`` is
+    - ``Channels`` is :class:`pyama_lib.core.selection.Channels` (``pc`` must be an int, ``fl`` is
       stored as a tuple); ``context.params`` takes this project's parameter sections
       (``{"segmentation": {...}, "background": {...}, "tracking": {...}, "extraction":
       {...}}``); unknown sections make the run return False with the allowed names logged.
@@ -47,8 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyama_lib.config import DEFAULT_FL, Channels
-from pyama_lib.io.acquisition import Acquisition, open_acquisition
+from pyama_lib.core.selection import DEFAULT_FL, Channels
+from pyama_lib.io import open_acquisition
+from pyama_lib.io.readers.acquisition import Acquisition
 from pyama_lib.io.results_yaml import FovResults, load_results, results_file_path
 
 __all__ = [
@@ -152,7 +153,7 @@ def load_microscopy_file(file_path: str | Path) -> tuple[Acquisition, Microscopy
 
     Raises
     ------
-    pyama_lib.errors.AcquisitionError
+    pyama_lib.core.errors.AcquisitionError
         When the file is missing, of an unknown type or unreadable; the message names it.
     """
     acq = open_acquisition(file_path)

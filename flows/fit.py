@@ -20,16 +20,16 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from flows.artifacts import artifact_key, figures_markdown
 from flows.merge import MERGED_DIR
+from flows.support.artifacts import artifact_key, figures_markdown
+from pyama_lib.analysis.figures import fit_examples_figure, histograms_figure, save_png
 from pyama_lib.analysis.models import get_model, model_names, resolve_start_and_bounds
-from pyama_lib.errors import ParamsError, ResultsFileError
-from pyama_lib.figures import fit_examples_figure, histograms_figure, save_png
+from pyama_lib.core.errors import ParamsError, ResultsFileError
 from pyama_lib.io.analysis_csv import read_analysis_csv
 from pyama_lib.io.fit_results import find_analysis_csvs, fitted_paths, write_fit_results
 from tasks.analysis import fit_chunk_task
 
-#: Cells per fit task: big enough that a task's overhead (~10 ms) is small against its work.
+#: Cells per fit task: big enough that a task's fixed overhead is small against its work.
 CHUNK_CELLS = 256
 
 
@@ -92,7 +92,7 @@ def fit_traces_flow(
     values and bounds (``{"ktl": 500}``, ``{"km": (0.1, 5)}``); time is converted to hours as
     each file's ``# Time units`` line says. ``feature`` keeps only a folder's CSVs of that feature
     (``intensity_total`` fits ``<sample>_intensity_total_ch_<c>.csv``, not the areas).
-    ``thorough`` tries more starts per cell (about 4x the time; see ``fit_cells``).
+    ``thorough`` tries more starts per cell (a few times the fit time; see ``fit_cells``).
     """
     logger = get_run_logger()
     started = time.time()

@@ -26,10 +26,12 @@ from prefect.client.schemas.objects import StateType
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from flows.artifacts import named_after
 from flows.process import Channel, Runner, process_acquisition_flow
-from pyama_lib.errors import AcquisitionIncompleteError, InboxPathError, RunLockedError
-from pyama_lib.inbox import (
+from flows.support.artifacts import named_after
+from pyama_lib.core.errors import AcquisitionIncompleteError, InboxPathError, RunLockedError
+from pyama_lib.io.lock import OutputLock, read_lock_info
+from pyama_lib.pipeline.processing_params import ProcessingParams
+from pyama_lib.service.inbox import (
     FileVersion,
     configured_folders,
     find_acquisitions,
@@ -39,8 +41,6 @@ from pyama_lib.inbox import (
     record_processed,
     resolve_in_inbox,
 )
-from pyama_lib.io.lock import OutputLock, read_lock_info
-from pyama_lib.pipeline.params import ProcessingParams
 from tasks.logs import quiet_expected_errors
 
 quiet_expected_errors()  # a refused path fails its run with the message, not a traceback

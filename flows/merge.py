@@ -1,8 +1,9 @@
 """``merge_samples``: group FOVs into samples and write PyAMA's analysis CSVs and a tidy table.
 
-The merge itself is :func:`pyama_lib.merge.merge_samples` (one Prefect task); the flow picks the
-samples (a samples YAML, or all FOVs as one sample named after the acquisition), draws each
-sample and channel's traces with their median, and shows the figures in the Prefect UI.
+The merge itself is :func:`pyama_lib.analysis.merge.merge_samples` (one Prefect task); the
+flow picks the samples (a samples YAML, or all FOVs as one sample named after the
+acquisition), draws each sample and channel's traces with their median, and shows the figures
+in the Prefect UI.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.artifacts import artifact_key, figures_markdown
-from pyama_lib.figures import save_png, traces_figure
+from flows.support.artifacts import artifact_key, figures_markdown
+from pyama_lib.analysis.figures import save_png, traces_figure
+from pyama_lib.analysis.merge import DEFAULT_FEATURES, MergeResult, available_fovs
 from pyama_lib.io.analysis_csv import read_analysis_csv
 from pyama_lib.io.results_yaml import load_results, results_file_path
 from pyama_lib.io.samples import Sample, load_samples
-from pyama_lib.merge import DEFAULT_FEATURES, MergeResult, available_fovs
-from pyama_lib.provenance import load_run_yaml
+from pyama_lib.pipeline.run_record import load_run_yaml
 from tasks.analysis import merge_task
 
 #: The merge's output folder inside a processing output folder, when none is given.

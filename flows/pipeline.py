@@ -18,15 +18,15 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
-from flows.artifacts import artifact_key, figures_markdown, named_after
 from flows.fit import FitSummary, check_fit_options, fit_traces_flow
 from flows.merge import MergeSummary, merge_samples_flow
 from flows.process import Channel, Preset, Runner, Stage, process_acquisition_flow
-from flows.reporting import ProcessSummary
-from pyama_lib.config import DEFAULT_FL, Channels
+from flows.support.artifacts import artifact_key, figures_markdown, named_after
+from flows.support.reporting import ProcessSummary
+from pyama_lib.core.selection import DEFAULT_FL, Channels
 from pyama_lib.io.samples import load_samples
-from pyama_lib.pipeline.params import ProcessingParams
 from pyama_lib.pipeline.plan import plan_jobs
+from pyama_lib.pipeline.processing_params import ProcessingParams
 from tasks.analysis import segmentation_png_task
 
 #: The trace feature the pipeline fits (the others are merged, not fitted).

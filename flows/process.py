@@ -31,30 +31,24 @@ from prefect.exceptions import ParameterTypeError
 from prefect.futures import PrefectFuture, as_completed
 from pydantic import Field
 
-from flows.artifacts import artifact_key, named_after
-from flows.cluster import runner_session
-from flows.progress import report_progress
-from flows.reporting import (
+from flows.support.artifacts import artifact_key, named_after
+from flows.support.cluster import runner_session
+from flows.support.progress import report_progress
+from flows.support.reporting import (
     ProcessSummary,
     failed_fov,
     publish_artifacts,
     record_run,
     write_run_outputs,
 )
-from flows.runners import RUNNERS, make_task_runner, stage_workers
-from pyama_lib.config import (
-    DEFAULT_FL,
-    PRESETS,
-    STAGES,
-    Channels,
-    check_counts,
-    select_stages,
-)
-from pyama_lib.errors import ParamsError
+from flows.support.runners import RUNNERS, make_task_runner, stage_workers
+from pyama_lib.core.errors import ParamsError
+from pyama_lib.core.selection import DEFAULT_FL, STAGES, Channels, check_counts, select_stages
 from pyama_lib.io.lock import OutputLock
-from pyama_lib.pipeline.params import ProcessingParams, parse_params
 from pyama_lib.pipeline.plan import FovJob, plan_jobs
 from pyama_lib.pipeline.pool import prestart, stop_workers_on_interrupt, unguarded_main_call
+from pyama_lib.pipeline.presets import PRESETS
+from pyama_lib.pipeline.processing_params import ProcessingParams, parse_params
 from tasks.stages import STAGE_TASKS
 
 if TYPE_CHECKING:
@@ -161,7 +155,7 @@ def process_acquisition_flow(
     (default ``[1]``), the inclusive FOV range ``fov_start..fov_end`` (-1 = all) or ``fovs``
     ("0-5, 7" or a list), ``batch_size`` FOVs in flight at once (bounds scratch disk and memory),
     ``n_workers`` parallel workers. ``params`` holds the per-stage parameters
-    (:class:`~pyama_lib.pipeline.params.ProcessingParams`, the same as a dict
+    (:class:`~pyama_lib.pipeline.processing_params.ProcessingParams`, the same as a dict
     ``{"segmentation": {...}, "background": {...}, "tracking": {...}, "extraction": {...}}``,
     or a preset's name: ``"accurate"``);
     ``stages`` runs a subset (e.g. ``["extract"]`` on an existing output); ``retries`` overrides
@@ -223,7 +217,7 @@ def process_acquisition(*args: Any, **kwargs: Any) -> ProcessSummary:
     """Run the ``process-acquisition`` flow (:func:`process_acquisition_flow`, same
     parameters), starting the stage workers' imports first.
 
-    With ``runner="process"`` the workers' one-time import of pyama_lib (1-2 s on a busy
+    With ``runner="process"`` the workers' one-time import of pyama_lib (seconds on a busy
     machine) then overlaps Prefect's start of the flow run instead of delaying the first
     stage. Called from the top level of a script without an ``if __name__ == "__main__":``
     guard, the process runner would re-run the script in every worker, so the run falls back

@@ -8,7 +8,7 @@ to compose the per-FOV stage tasks of :mod:`tasks.stages` into a workflow of you
    input, channels and FOVs and writes nothing), keeping the parameters the folder was
    processed with and changing only ``extraction.features``;
 2. check that every selected FOV already has its tracked labels, before anything is written;
-3. submit one ``extract_fov`` task per FOV (``extract_fov.map(jobs)``) and collect the results;
+3. submit one extract task per FOV (``STAGE_TASKS["extract"].map(jobs)``) and collect the results;
 4. write the run-level outputs (``processing_results.yaml``, ``run.yaml``, artifacts) as the
    processing flow does.
 
@@ -36,24 +36,24 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.reporting import (
+from flows.support.reporting import (
     ProcessSummary,
     failed_fov,
     publish_artifacts,
     record_run,
     write_run_outputs,
 )
-from pyama_lib.config import DEFAULT_FL, Channels
-from pyama_lib.errors import StoreError
+from pyama_lib.core.errors import StoreError
+from pyama_lib.core.selection import DEFAULT_FL, Channels
 from pyama_lib.io.lock import OutputLock
 from pyama_lib.io.results_yaml import load_results, results_file_path
 from pyama_lib.io.store import array_name
-from pyama_lib.pipeline.params import ProcessingParams
 from pyama_lib.pipeline.plan import FovJob, Plan, plan_jobs
+from pyama_lib.pipeline.processing_params import ProcessingParams
+from pyama_lib.pipeline.run_record import load_run_yaml
 from pyama_lib.pipeline.stages import corrected_is_current
 from pyama_lib.processing.features import resolve_features
-from pyama_lib.provenance import load_run_yaml
-from tasks.stages import extract_fov
+from tasks.stages import STAGE_TASKS
 
 DEFAULT_FEATURES: tuple[str, ...] = ("intensity_mean", "local_background")
 
@@ -207,7 +207,7 @@ def reextract_with_features(
     )
     settings = {"runner": "thread", "n_workers": 2, "reader_options": plan.reader_options}
     with OutputLock(output_dir), record_run(plan, ["extract"], started, settings) as record:
-        futures = extract_fov.map(plan.jobs)
+        futures = STAGE_TASKS["extract"].map(plan.jobs)
         results = _collect(plan.jobs, list(futures))
         summary = write_run_outputs(plan, results, record, started=started)
     publish_artifacts(summary)

@@ -13,9 +13,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from pyama_lib.analysis.fitting import fit_cells, fit_table
+from pyama_lib.analysis.merge import MergeResult, merge_samples
 from pyama_lib.io.analysis_csv import read_analysis_csv
 from pyama_lib.io.samples import Sample
-from pyama_lib.merge import MergeResult, merge_samples
 from pyama_lib.pipeline.plan import FovJob
 from pyama_lib.pipeline.qc import write_segmentation_png
 from tasks.logs import quiet_expected_errors
@@ -31,7 +31,7 @@ def merge_task(
     features: Sequence[str],
     long_format: bool,
 ) -> MergeResult:
-    """Merge the FOVs of ``results`` into per-sample tables (:func:`pyama_lib.merge`)."""
+    """Merge the FOVs of ``results`` into per-sample tables (:func:`pyama_lib.analysis.merge`)."""
     return merge_samples(results, samples, output_dir, features, long_format)
 
 

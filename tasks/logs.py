@@ -1,6 +1,6 @@
 """Expected errors are logged as their one-paragraph message, without a traceback.
 
-A :class:`~pyama_lib.errors.PyamaError` already names the file and the fix; a Python traceback
+A :class:`~pyama_lib.core.errors.PyamaError` already names the file and the fix; a Python traceback
 under it only buries that for a lab scientist reading the CLI or the Prefect UI. Unexpected
 exceptions keep their traceback.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from pyama_lib.errors import PyamaError
+from pyama_lib.core.errors import PyamaError
 
 _RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 

@@ -1,6 +1,6 @@
 """Prefect tasks: one per stage, each runs that stage for ONE FOV by calling pyama_lib.
 
-Tasks take a small :class:`~pyama_lib.pipeline.stages.FovJob` (paths, channels, parameters)
+Tasks take a small :class:`~pyama_lib.pipeline.plan.FovJob` (paths, channels, parameters)
 and return a small dict; arrays never cross the task boundary. Idempotency lives in the store:
 a stage whose outputs are complete for the same inputs and parameters returns at once (the
 store's completion markers are the cache, keyed on input identity, FOV, stage parameters and
@@ -14,9 +14,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
-from pyama_lib.errors import PyamaError
+from pyama_lib.core.errors import PyamaError
+from pyama_lib.core.selection import STAGES
+from pyama_lib.pipeline.plan import FovJob
 from pyama_lib.pipeline.pool import execute_stage
-from pyama_lib.pipeline.stages import STAGES, FovJob
 from tasks.logs import quiet_expected_errors
 
 quiet_expected_errors()
@@ -73,9 +74,5 @@ def _stage_task(stage: str) -> Task:
     )
 
 
+#: The stage tasks by stage name: ``STAGE_TASKS["extract"].map(jobs)`` in a flow of your own.
 STAGE_TASKS: dict[str, Task] = {stage: _stage_task(stage) for stage in STAGES}
-copy_fov = STAGE_TASKS["copy"]
-segment_fov = STAGE_TASKS["segment"]
-correct_fov = STAGE_TASKS["correct"]
-track_fov = STAGE_TASKS["track"]
-extract_fov = STAGE_TASKS["extract"]

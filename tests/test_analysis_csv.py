@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyama_lib.errors import ParamsError, ResultsFileError
+from pyama_lib.core.errors import ParamsError, ResultsFileError
 from pyama_lib.io.analysis_csv import (
     cell_column,
     long_to_wide,

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from pyama_lib.errors import InputDataError, ParamsError
+from pyama_lib.core.errors import InputDataError, ParamsError
 from pyama_lib.processing.background import (
     BackgroundParams,
     correct_frame,

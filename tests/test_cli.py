@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main as cli_main
-from flows.cli import parse_stages
-from pyama_lib.errors import ParamsError
+from flows.cli.main import main as cli_main
+from flows.cli.options import parse_stages
+from pyama_lib.core.errors import ParamsError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def test_a_stage_typo_is_refused_in_a_second_before_prefect_starts(tmp_path):
     naming the typo and the real stages, with Prefect never imported."""
     out = tmp_path / "out"
     probe = (
-        "import sys; from flows.cli import main; code = main(sys.argv[1:]); "
+        "import sys; from flows.cli.main import main; code = main(sys.argv[1:]); "
         "print('prefect' in sys.modules); sys.exit(code)"
     )
     started = time.monotonic()
@@ -86,13 +86,14 @@ def test_bad_counts_exit_2_before_anything_runs(tmp_path, capsys, extra, needle)
 def test_an_internal_error_prints_one_line_and_keeps_the_traceback_in_a_log(
     tmp_path, capsys, monkeypatch
 ):
-    import pyama_lib.cli as lib_cli
+    import flows.cli.main
+    import flows.cli.tools
 
     def broken(args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(lib_cli, "_run_info", broken)
-    monkeypatch.setattr(lib_cli.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(flows.cli.tools, "_run_info", broken)
+    monkeypatch.setattr(flows.cli.main.tempfile, "gettempdir", lambda: str(tmp_path))
     code = cli_main(["info", str(tmp_path / "x.nd2")])
     err = capsys.readouterr().err
     assert code == 1

@@ -20,9 +20,9 @@ from flows.compat import (
     load_microscopy_file,
     run_complete_workflow,
 )
-from pyama_lib import config
-from pyama_lib.errors import AcquisitionNotFoundError
-from pyama_lib.synthetic import make_synthetic
+from pyama_lib.core import selection
+from pyama_lib.core.errors import AcquisitionNotFoundError
+from pyama_lib.synthetic.generator import make_synthetic
 
 N_FOVS, N_FRAMES, SIZE, N_CELLS = 2, 32, 128, 4
 
@@ -48,7 +48,7 @@ def metadata(acquisition) -> MicroscopyMetadata:
 
 
 def test_channels_is_the_library_record() -> None:
-    assert Channels is config.Channels
+    assert Channels is selection.Channels
     assert Channels(pc=0, fl=[1, 2]).fl == (1, 2)
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pyama_lib.config import Channels
-from pyama_lib.errors import ChannelOutOfRangeError, FovOutOfRangeError
-from pyama_lib.io.ome_tiff import OmeTiffAcquisition
+from pyama_lib.core.errors import ChannelOutOfRangeError, FovOutOfRangeError
+from pyama_lib.core.selection import Channels
+from pyama_lib.io.readers.ome_tiff import OmeTiffAcquisition
 from pyama_lib.io.store import FovStore
 from pyama_lib.pipeline.stages import copy_fov
-from pyama_lib.synthetic import make_synthetic
+from pyama_lib.synthetic.generator import make_synthetic
 
 
 class _DiesAfter(OmeTiffAcquisition):

@@ -10,10 +10,10 @@ import pytest
 
 from flows.process import process_acquisition
 from flows.reextract import reextract_with_features
-from pyama_lib.errors import InputDataError, StoreError
+from pyama_lib.core.errors import InputDataError, StoreError
 from pyama_lib.io.results_yaml import load_results
 from pyama_lib.io.store import FovStore
-from pyama_lib.synthetic import make_synthetic
+from pyama_lib.synthetic.generator import make_synthetic
 
 N_FOVS, N_FRAMES, N_CELLS = 2, 32, 4
 UPSTREAM = ("pc_ch_0", "fl_ch_1", "seg_ch_0", "seg_labeled_ch_0", "fl_corrected_ch_1")
@@ -124,7 +124,7 @@ def test_reextract_reuses_the_recorded_input_channels_and_reader_options(
     """cluster.nd2 records no time-loop period (nominal times all 0): processed with measured
     times, a re-extraction given only the folder keeps the measured times, the input and the
     channels of the run record."""
-    from pyama_lib.io.acquisition import open_acquisition
+    from pyama_lib.io import open_acquisition
     from pyama_lib.io.traces import read_traces_csv, traces_csv_path
 
     source, out = nd2_dir / "cluster.nd2", tmp_path / "out"
@@ -138,7 +138,7 @@ def test_reextract_reuses_the_recorded_input_channels_and_reader_options(
         runner="thread",
     )
     # No correct stage: the traces measured the raw fluorescence, and the run record says so.
-    from pyama_lib.provenance import load_run_yaml
+    from pyama_lib.pipeline.run_record import load_run_yaml
 
     assert load_run_yaml(out)[-1].summary["fl_sources"] == {0: {1: "fl_ch_1"}}
     with open_acquisition(source, times="measured") as acq:

@@ -17,7 +17,7 @@ import pandas as pd
 import prefect_dask  # noqa: F401  (runner="dask" imports it lazily)
 
 from flows.process import process_acquisition
-from pyama_lib.synthetic import make_synthetic
+from pyama_lib.synthetic.generator import make_synthetic
 
 N_FOVS, N_FRAMES, N_CELLS = 2, 32, 4
 STAGES = ("copy", "segment", "correct", "track", "extract")

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-from pyama_lib.provenance import load_run_yaml
-from pyama_lib.synthetic import make_synthetic
+from pyama_lib.pipeline.run_record import load_run_yaml
+from pyama_lib.synthetic.generator import make_synthetic
 from tests.processes import Processes, wait_for
 
 pytestmark = pytest.mark.deployments
@@ -37,7 +37,7 @@ SWEEP = "sweep-inbox/inbox-sweep"
 
 class _RetryUnavailable(httpx.HTTPTransport):
     """Send a request again while the server answers 503, as Prefect's own client does: the
-    server says so when SQLite is locked by another writer (prefect-notes.md §1.4)."""
+    server says so when SQLite is locked by another writer."""
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         for _ in range(10):

@@ -11,7 +11,7 @@ import pandas.testing as pdt
 import pytest
 from scipy import ndimage as ndi
 
-from pyama_lib.errors import InputDataError
+from pyama_lib.core.errors import InputDataError
 from pyama_lib.processing.extraction import (
     ExtractionParams,
     extract_frame,

@@ -7,7 +7,7 @@ import base64
 import numpy as np
 from matplotlib.image import imread
 
-from pyama_lib.figures import (
+from pyama_lib.analysis.figures import (
     fit_examples_figure,
     histograms_figure,
     png_data_uri,

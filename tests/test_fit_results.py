@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pyama_lib.errors import ResultsFileError
+from pyama_lib.core.errors import ResultsFileError
 from pyama_lib.io.fit_results import find_analysis_csvs, read_fit_results, write_fit_results
 
 

@@ -7,15 +7,15 @@ import pytest
 from scipy.optimize import least_squares
 
 from pyama_lib.analysis.fitting import fit_cells, fit_table
+from pyama_lib.analysis.model import Model
 from pyama_lib.analysis.models import (
-    Model,
     get_model,
     register_model,
     resolve_start_and_bounds,
     unregister_model,
 )
-from pyama_lib.errors import InputDataError, ParamsError
-from pyama_lib.synthetic_cells import draw_kinetics, maturation_traces
+from pyama_lib.core.errors import InputDataError, ParamsError
+from pyama_lib.synthetic.cells import draw_kinetics, maturation_traces
 
 T = np.arange(180, dtype=np.float64) / 6.0  # 30 h, a frame every 10 min
 
@@ -130,7 +130,8 @@ def test_cells_that_once_fell_short_of_pyama() -> None:
     iterations; in 474 t0 creeps up to a sample time (the curve's bend reaches a data
     point), which only t0 on that sample time settles. Flat cells (no expression): 217
     and 276 needed starts between the grid's t0 values, 466 the restart with delta and
-    beta exchanged (km on its bound). (377, zigzagging too, still ends 4e-9 short: README.)
+    beta exchanged (km on its bound). (377, zigzagging too, still ends 4e-9 short: the fit
+    benchmark, docs/benchmarks.md.)
     """
     t, y, expresses = maturation_traces(600, 180, seed=0)
     cells = [2, 35, 474, 217, 276, 466]

@@ -12,7 +12,7 @@ from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
 
 from flows.process import process_acquisition_flow
-from pyama_lib.pipeline.params import ProcessingParams
+from pyama_lib.pipeline.processing_params import ProcessingParams
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_the_temporary_server_gets_time_to_start_on_a_busy_first_run():
     the ``pyama`` command raises it (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS) before
     Prefect reads its settings. A fresh interpreter, as the command starts."""
     probe = (
-        "import flows.cli; from prefect.settings import "
+        "import flows.cli.main; from prefect.settings import "
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s; print(s.value())"
     )
     env = {k: v for k, v in os.environ.items() if "EPHEMERAL_STARTUP" not in k}
@@ -82,7 +82,7 @@ def test_the_python_entry_point_reports_them_as_parameter_errors(tmp_path):
     """What Prefect would refuse reaches a caller as PyAMA Flow's ParamsError (the CLI's exit
     status 2), before a flow run or a worker starts."""
     from flows.process import process_acquisition
-    from pyama_lib.errors import ParamsError
+    from pyama_lib.core.errors import ParamsError
 
     with pytest.raises(ParamsError, match="runner"):
         process_acquisition("a.nd2", str(tmp_path / "out"), runner="gpu")

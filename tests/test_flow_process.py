@@ -13,21 +13,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.cli import main as cli_main
+from flows.cli.main import main as cli_main
 from flows.process import process_acquisition
-from flows.reporting import FovsFailedError
-from pyama_lib.errors import PyamaError, RunLockedError
-from pyama_lib.io.acquisition import open_acquisition
+from flows.support.reporting import FovsFailedError
+from pyama_lib.core.errors import PyamaError, RunLockedError
+from pyama_lib.io import open_acquisition
 from pyama_lib.io.lock import OutputLock
 from pyama_lib.io.results_yaml import load_results
 from pyama_lib.io.store import FovStore
 from pyama_lib.io.traces import read_traces_csv, read_traces_parquet, traces_csv_path
+from pyama_lib.pipeline.run_record import load_run_yaml
 from pyama_lib.processing.background import correct_frame
 from pyama_lib.processing.extraction import extract_traces
 from pyama_lib.processing.segmentation import segment_frame
 from pyama_lib.processing.tracking import track_masks
-from pyama_lib.provenance import load_run_yaml
-from pyama_lib.synthetic import make_synthetic
+from pyama_lib.synthetic.generator import make_synthetic
 from tests.conftest import assert_group_exits
 
 REPO = Path(__file__).resolve().parents[1]

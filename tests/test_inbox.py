@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pyama_lib.errors import InboxPathError
-from pyama_lib.inbox import (
+from pyama_lib.core.errors import InboxPathError
+from pyama_lib.service.inbox import (
     PROCESSED_RECORD,
-    AnnouncedLedger,
     FileVersion,
     find_acquisitions,
     is_acquisition,
@@ -27,7 +26,8 @@ from pyama_lib.inbox import (
     record_processed,
     resolve_in_inbox,
 )
-from pyama_lib.synthetic import make_synthetic
+from pyama_lib.service.ledger import AnnouncedLedger
+from pyama_lib.synthetic.generator import make_synthetic
 
 TIMELAPSE = "arcadia-example-timelapse.nd2"
 

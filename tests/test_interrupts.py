@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pyama_lib.provenance import load_run_yaml
-from pyama_lib.synthetic import make_synthetic
+from pyama_lib.pipeline.run_record import load_run_yaml
+from pyama_lib.synthetic.generator import make_synthetic
 from tests.conftest import assert_group_exits
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,10 +83,10 @@ def test_ctrl_c_with_the_temporary_server(acquisition, tmp_path):
     assert_group_exits(proc.pid, "processes of the interrupted run")
     record = load_run_yaml(out)[-1]
     assert record.status == "interrupted" and record.finished is not None
-    # The server had a session of its own: no server (uvicorn, under flows.api_server) with
+    # The server had a session of its own: no server (uvicorn, under flows.cli.session) with
     # this run's PREFECT_HOME is left.
     left = subprocess.run(
-        ["pgrep", "-f", "uvicorn|flows.api_server"], capture_output=True, text=True
+        ["pgrep", "-f", "uvicorn|flows.cli.session"], capture_output=True, text=True
     ).stdout
     for pid in left.split():
         environ = Path(f"/proc/{pid}/environ")

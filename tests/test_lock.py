@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pyama_lib.errors import OutputDirError, PyamaError, RunLockedError
+from pyama_lib.core.errors import OutputDirError, PyamaError, RunLockedError
 from pyama_lib.io.lock import LOCK_NAME, OutputLock, read_lock_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -225,7 +225,7 @@ def test_errors_survive_pickling(tmp_path: Path) -> None:
 
 _RACER = """
 import sys
-from pyama_lib.errors import RunLockedError
+from pyama_lib.core.errors import RunLockedError
 from pyama_lib.io.lock import OutputLock
 lock = OutputLock(sys.argv[1])
 try:

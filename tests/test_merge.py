@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pyama_lib.config import STAGES, Channels
-from pyama_lib.errors import OutputDirError, ParamsError, ResultsFileError
+from pyama_lib.analysis.merge import PARQUET_NAME, merge_samples
+from pyama_lib.core.errors import OutputDirError, ParamsError, ResultsFileError
+from pyama_lib.core.selection import STAGES, Channels
 from pyama_lib.io.analysis_csv import (
     cell_column,
     read_analysis_csv,
@@ -28,9 +29,9 @@ from pyama_lib.io.traces import (
     traces_csv_path,
     write_traces_csv,
 )
-from pyama_lib.merge import PARQUET_NAME, merge_samples
-from pyama_lib.pipeline.stages import plan_jobs, results_entries, run_stage
-from pyama_lib.synthetic import make_synthetic
+from pyama_lib.pipeline.plan import plan_jobs
+from pyama_lib.pipeline.stages import results_entries, run_stage
+from pyama_lib.synthetic.generator import make_synthetic
 
 FEATURES = ("intensity_total", "area")
 SAMPLES = [Sample("ctrl", "0-1"), Sample("dox 1uM", [2])]

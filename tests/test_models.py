@@ -7,21 +7,21 @@ import math
 import numpy as np
 import pytest
 
+from pyama_lib.analysis.model import Model
 from pyama_lib.analysis.models import (
-    Model,
     get_model,
     model_names,
     register_model,
     resolve_start_and_bounds,
     unregister_model,
 )
-from pyama_lib.errors import ParamsError
+from pyama_lib.core.errors import ParamsError
 
 T = np.array([0.0, 0.3, 0.55, 1.0, 2.5, 7.0, 13.0, 30.0])
 
 
 def trivial_formula(t: float, t0, ktl, delta, beta, offset) -> float:  # noqa: ANN001
-    """DESIGN's trivial model, written out with math for one time point."""
+    """The trivial model (docs/fidelity.md), written out with math for one time point."""
     dt = t - t0
     if dt <= 0:
         return offset

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from nd2.structures import NETimeLoop, NETimeLoopParams, Period, PeriodDiff
 
-from pyama_lib.errors import (
+from pyama_lib.core.errors import (
     AcquisitionError,
     AcquisitionIncompleteError,
     AcquisitionNotFoundError,
@@ -23,7 +23,7 @@ from pyama_lib.errors import (
     FrameOutOfRangeError,
     UnsupportedFormatError,
 )
-from pyama_lib.io.nd2_reader import ND2Acquisition, _nominal_times_min, _sequence_table
+from pyama_lib.io.readers.nd2 import ND2Acquisition, _nominal_times_min, _sequence_table
 from tests.conftest import ND2_DIR
 
 ALL_ND2 = sorted(ND2_DIR.glob("*.nd2"))

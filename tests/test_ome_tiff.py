@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from pyama_lib.errors import (
+from pyama_lib.core.errors import (
     ChannelOutOfRangeError,
     CorruptFileError,
     FovOutOfRangeError,
@@ -18,8 +18,8 @@ from pyama_lib.errors import (
     InputDataError,
     UnsupportedFormatError,
 )
-from pyama_lib.io.acquisition import open_acquisition
-from pyama_lib.io.ome_tiff import OmeTiffAcquisition, write_ome_tiff
+from pyama_lib.io import open_acquisition
+from pyama_lib.io.readers.ome_tiff import OmeTiffAcquisition, write_ome_tiff
 
 NAMES = ["Phase", "GFP", "mCherry", "Cy5"]
 

@@ -14,11 +14,12 @@ from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 from ome_zarr_models.v05 import Image, ImageLabel
 
-from pyama_lib.config import STAGES, Channels
-from pyama_lib.io.acquisition import open_acquisition
+from pyama_lib.core.selection import STAGES, Channels
+from pyama_lib.io import open_acquisition
 from pyama_lib.io.store import FovStore
-from pyama_lib.pipeline.stages import copy_fov, plan_jobs, results_entries, run_stage
-from pyama_lib.synthetic import PIXEL_SIZE_UM, make_synthetic
+from pyama_lib.pipeline.plan import plan_jobs
+from pyama_lib.pipeline.stages import copy_fov, results_entries, run_stage
+from pyama_lib.synthetic.generator import PIXEL_SIZE_UM, make_synthetic
 
 N_FRAMES, SIZE = 32, 128
 INTERVAL_MIN = 10.0  # make_synthetic's default frame interval

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyama_lib.errors import AcquisitionNotFoundError, UnsupportedFormatError
-from pyama_lib.io.acquisition import Acquisition, open_acquisition
-from pyama_lib.io.nd2_reader import ND2Acquisition
+from pyama_lib.core.errors import AcquisitionNotFoundError, UnsupportedFormatError
+from pyama_lib.io import open_acquisition
+from pyama_lib.io.readers.acquisition import Acquisition
+from pyama_lib.io.readers.nd2 import ND2Acquisition
 from tests.conftest import ND2_DIR
 
 TIMELAPSE = ND2_DIR / "arcadia-example-timelapse.nd2"

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from pyama_lib.config import STAGES, Channels
-from pyama_lib.errors import OutputDirError, ResultsFileError
+from pyama_lib.core.errors import OutputDirError, ResultsFileError
+from pyama_lib.core.selection import STAGES, Channels
+from pyama_lib.io.identity import input_identity
 from pyama_lib.io.results_yaml import RESULTS_FILE_NAME
 from pyama_lib.io.store import FovStore
 from pyama_lib.io.traces import (
@@ -21,9 +22,9 @@ from pyama_lib.io.traces import (
     traces_csv_path,
 )
 from pyama_lib.pipeline.plan import plan_jobs
+from pyama_lib.pipeline.run_record import RunRecord, write_run_yaml
 from pyama_lib.pipeline.stages import run_stage
-from pyama_lib.provenance import RunRecord, input_identity, write_run_yaml
-from pyama_lib.synthetic import make_synthetic
+from pyama_lib.synthetic.generator import make_synthetic
 
 CH = Channels(pc=0, fl=(1,))
 
@@ -208,7 +209,7 @@ def test_channels_contradicting_the_folder_are_refused_before_any_work(tmp_path)
 
 
 def test_a_negative_fov_bound_other_than_minus_one_is_refused(tmp_path):
-    from pyama_lib.errors import FovOutOfRangeError
+    from pyama_lib.core.errors import FovOutOfRangeError
 
     acq = _acq(tmp_path / "acq", seed=1)
     with pytest.raises(FovOutOfRangeError, match="fov_start must be a FOV index or -1"):

@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from flows.cli import main as cli_main
+from flows.cli.main import main as cli_main
 from flows.fit import fit_traces_flow
 from flows.pipeline import pyama_pipeline_flow
 from pyama_lib.analysis.fitting import fit_cells
 from pyama_lib.io.analysis_csv import read_analysis_csv
 from pyama_lib.io.fit_results import read_fit_results
 from pyama_lib.io.traces import read_traces_csv, traces_csv_path
-from pyama_lib.synthetic import make_synthetic
+from pyama_lib.synthetic.generator import make_synthetic
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import add_processing_arguments, processing_options
-from pyama_lib.errors import ParamsError
-from pyama_lib.pipeline.params import ProcessingParams, parse_params
+from flows.cli.options import add_processing_arguments, processing_options
+from pyama_lib.core.errors import ParamsError
+from pyama_lib.pipeline.processing_params import ProcessingParams, parse_params
 
 
 def _options(*argv: str) -> ProcessingParams:
@@ -62,7 +62,7 @@ def test_the_pipeline_fits_the_local_intensity_when_the_preset_extracts_it(
     prefect_api, tmp_path: Path
 ) -> None:
     from flows.pipeline import pyama_pipeline_flow
-    from pyama_lib.synthetic import make_synthetic
+    from pyama_lib.synthetic.generator import make_synthetic
 
     info = make_synthetic(tmp_path / "in", n_fovs=1, n_frames=32, size=128, n_cells=4, seed=3)
     out = tmp_path / "out"

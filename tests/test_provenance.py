@@ -25,14 +25,12 @@ import yaml
 import zarr
 
 import pyama_lib
-from pyama_lib.errors import AcquisitionNotFoundError, RunRecordError, UnsupportedFormatError
-from pyama_lib.provenance import (
-    FINGERPRINT_CHUNK,
+from pyama_lib.core.errors import AcquisitionNotFoundError, RunRecordError, UnsupportedFormatError
+from pyama_lib.io.identity import FINGERPRINT_CHUNK, identity_key, input_identity
+from pyama_lib.io.plain import iso_time
+from pyama_lib.pipeline.run_record import (
     RUN_YAML,
     RunRecord,
-    identity_key,
-    input_identity,
-    iso_time,
     library_versions,
     load_run_yaml,
     write_run_yaml,
@@ -176,7 +174,7 @@ def test_library_versions_match_what_the_modules_report() -> None:
 
 def test_library_versions_does_not_import_prefect() -> None:
     code = (
-        "import json, sys; from pyama_lib.provenance import library_versions; "
+        "import json, sys; from pyama_lib.pipeline.run_record import library_versions; "
         "v = library_versions(); print(json.dumps([v, 'prefect' in sys.modules]))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -218,7 +216,7 @@ def _record(tmp_path: Path, run_id: str) -> RunRecord:
 def test_run_yaml_round_trip(tmp_path: Path) -> None:
     out = tmp_path / "out"
     rec = _record(tmp_path, "run-a")
-    path = write_run_yaml(rec, out)  # as flows.reporting does: once at start ...
+    path = write_run_yaml(rec, out)  # as flows.support.reporting does: once at start ...
     assert path == out / RUN_YAML
     (started,) = load_run_yaml(out)
     assert started.status == "running" and started.finished is None
@@ -258,7 +256,7 @@ def test_run_yaml_history_appended_and_updated(tmp_path: Path) -> None:
 
     earlier = load_run_yaml(out)[0].to_dict()
 
-    # A second run in the same folder, written as flows.reporting does: at start, then at end.
+    # A second run in the same folder, written as the flows' reporting does: at start, then end.
     second = _record(tmp_path, "run-2")
     assert second.status == "running" and second.finished is None
     write_run_yaml(second, out)
@@ -309,7 +307,7 @@ def test_settings_and_start_time_round_trip(tmp_path: Path) -> None:
     rec = _record(tmp_path, "run-s")
     rec.started = iso_time(start)
     rec.settings = {"runner": "process", "n_workers": 4, "retries": None, "reader_options": {}}
-    write_run_yaml(rec, out)  # at start, then at the end (flows.reporting)
+    write_run_yaml(rec, out)  # at start, then at the end (flows.support.reporting)
     (running,) = load_run_yaml(out)
     assert running.settings == rec.settings and running.finished is None
     rec.finish()
@@ -354,7 +352,7 @@ def test_older_run_yaml_without_settings_still_loads(tmp_path: Path) -> None:
 
 def test_a_file_name_that_is_not_utf8_is_recorded_and_read_back(tmp_path):
     """libyaml cannot write or read the escapes such a name needs; pure-Python YAML can."""
-    from pyama_lib.provenance import RunRecord, load_run_yaml, write_run_yaml
+    from pyama_lib.pipeline.run_record import RunRecord, load_run_yaml, write_run_yaml
 
     name = os.fsdecode(b"/data/caf\xe9.nd2")  # a Latin-1 name on an SMB share
     write_run_yaml(RunRecord(parameters={"input": name}), tmp_path)

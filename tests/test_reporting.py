@@ -1,4 +1,4 @@
-"""Run-level reporting (flows.reporting) on real stage results, outside any flow run."""
+"""Run-level reporting (flows.support.reporting) on real stage results, outside any flow run."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from flows.reporting import FovsFailedError, failed_fov, start_run_record, write_run_outputs
-from pyama_lib.config import STAGES, Channels
-from pyama_lib.errors import InputDataError
+from flows.support.reporting import FovsFailedError, failed_fov, start_run_record, write_run_outputs
+from pyama_lib.core.errors import InputDataError
+from pyama_lib.core.selection import STAGES, Channels
+from pyama_lib.io.plain import iso_time
 from pyama_lib.io.results_yaml import load_results
-from pyama_lib.pipeline.stages import plan_jobs, run_stage
-from pyama_lib.provenance import iso_time, load_run_yaml
-from pyama_lib.synthetic import make_synthetic
+from pyama_lib.pipeline.plan import plan_jobs
+from pyama_lib.pipeline.run_record import load_run_yaml
+from pyama_lib.pipeline.stages import run_stage
+from pyama_lib.synthetic.generator import make_synthetic
 
 SETTINGS = {
     "runner": "process",

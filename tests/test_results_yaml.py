@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from pyama_lib.errors import InputDataError, ResultsFileError
+from pyama_lib.core.errors import InputDataError, ResultsFileError
+from pyama_lib.core.selection import Channels
 from pyama_lib.io.results_yaml import (
     RESULTS_FILE_NAME,
-    Channels,
     FovResults,
     ProcessingResults,
     load_results,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyama_lib.errors import ParamsError
+from pyama_lib.core.errors import ParamsError
 from pyama_lib.io.samples import (
     Sample,
     check_fovs,

@@ -26,8 +26,8 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from flows.process import process_acquisition
-from pyama_lib.provenance import RunRecord, load_run_yaml
-from pyama_lib.synthetic import make_synthetic
+from pyama_lib.pipeline.run_record import RunRecord, load_run_yaml
+from pyama_lib.synthetic.generator import make_synthetic
 from tests import probes
 from tests.processes import Processes, wait_for
 
@@ -266,11 +266,11 @@ def test_workers_that_cannot_write_the_output_stop_the_run_first(
 
 
 def test_a_cluster_without_workers_is_named(acquisition, cluster, tmp_path, monkeypatch) -> None:
-    import flows.cluster
-    from pyama_lib.errors import ClusterError
+    import flows.support.cluster
+    from pyama_lib.core.errors import ClusterError
 
     address = cluster.start_scheduler()
-    monkeypatch.setattr(flows.cluster, "WORKER_WAIT_S", 1.0)  # instead of waiting 30 s
+    monkeypatch.setattr(flows.support.cluster, "WORKER_WAIT_S", 1.0)  # instead of waiting 30 s
     with pytest.raises(
         ClusterError, match=f"the Dask cluster at {address} has no workers after 1 s"
     ):

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyama_lib.errors import InputDataError
-from pyama_lib.scoring import score_traces
+from pyama_lib.core.errors import InputDataError
+from pyama_lib.synthetic.scoring import score_traces
 
 FRAMES = np.arange(10)
 
@@ -80,7 +80,7 @@ def test_a_table_without_positions_is_refused(truth) -> None:
 
 def test_pyama_score_on_a_processed_synthetic_acquisition(prefect_api, tmp_path: Path) -> None:
     from flows.process import process_acquisition
-    from pyama_lib.synthetic import make_synthetic
+    from pyama_lib.synthetic.generator import make_synthetic
 
     info = make_synthetic(tmp_path / "in", n_fovs=1, n_frames=32, size=128, n_cells=4, seed=3)
     out = tmp_path / "out"

@@ -6,15 +6,12 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from pyama_lib.errors import InputDataError, ParamsError
+from pyama_lib.core.errors import InputDataError, ParamsError
+from pyama_lib.processing.morphology import dilate_square, erode_square, fill_holes, open_close
 from pyama_lib.processing.segmentation import (
     SegmentationParams,
     _histogram_counts,
-    dilate_square,
-    erode_square,
-    fill_holes,
     log_std,
-    open_close,
     segment_frame,
     threshold_by_histogram,
 )

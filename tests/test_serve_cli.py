@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.cli import main
+from flows.cli.main import main
 
 
 @pytest.fixture
@@ -105,8 +105,8 @@ def test_serve_refuses_folders_inside_one_another(folders, capsys, monkeypatch):
 
 
 def test_the_runs_folders_come_from_the_environment(monkeypatch, tmp_path):
-    from pyama_lib.errors import InboxPathError
-    from pyama_lib.inbox import configured_folders
+    from pyama_lib.core.errors import InboxPathError
+    from pyama_lib.service.inbox import configured_folders
 
     monkeypatch.delenv("PYAMA_INBOX", raising=False)
     with pytest.raises(InboxPathError, match="PYAMA_INBOX must name an absolute folder"):
@@ -120,3 +120,26 @@ def test_the_runs_folders_come_from_the_environment(monkeypatch, tmp_path):
         [str(tmp_path / "a"), str(tmp_path / "b")],
         str(tmp_path / "out"),
     )
+
+
+def test_the_runs_take_the_preset_and_the_parameters_file(folders, tmp_path):
+    """``--preset`` and ``--params`` become the deployment's parameters, the file's values
+    winning name by name; without either the runs keep the flow's defaults (PyAMA's)."""
+    from flows.cli.main import build_parser
+    from flows.cli.service import serve_settings
+
+    inbox, results = folders
+    serve = ["serve", "--inbox", str(inbox), "--output-root", str(results)]
+    lab = tmp_path / "lab.yaml"
+    lab.write_text("tracking: {max_gap: 1}\n")
+
+    plain = serve_settings(build_parser().parse_args(serve))
+    assert "params" not in plain.processing
+    preset = serve_settings(build_parser().parse_args([*serve, "--preset", "accurate"]))
+    assert preset.processing["params"]["segmentation"]["iterations"] == 2
+    assert preset.processing["params"]["tracking"]["max_gap"] == 2
+    both = serve_settings(
+        build_parser().parse_args([*serve, "--preset", "accurate", "--params", str(lab)])
+    )
+    assert both.processing["params"]["tracking"]["max_gap"] == 1
+    assert both.processing["params"]["segmentation"]["iterations"] == 2

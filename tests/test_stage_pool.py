@@ -12,10 +12,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from pyama_lib.config import Channels
-from pyama_lib.errors import FovOutOfRangeError
+from pyama_lib.core.errors import FovOutOfRangeError
+from pyama_lib.core.selection import Channels
 from pyama_lib.io.store import FovStore
 from pyama_lib.pipeline.faults import ENV_VAR
+from pyama_lib.pipeline.plan import plan_jobs
 from pyama_lib.pipeline.pool import (
     StagePool,
     WorkerDiedError,
@@ -23,8 +24,8 @@ from pyama_lib.pipeline.pool import (
     stage_pool,
     unguarded_main_call,
 )
-from pyama_lib.pipeline.stages import plan_jobs, run_stage
-from pyama_lib.synthetic import make_synthetic
+from pyama_lib.pipeline.stages import run_stage
+from pyama_lib.synthetic.generator import make_synthetic
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyama_lib.config import STAGES, Channels
-from pyama_lib.errors import FovOutOfRangeError, ParamsError, StoreError
+from pyama_lib.core.errors import FovOutOfRangeError, ParamsError, StoreError
+from pyama_lib.core.selection import STAGES, Channels
 from pyama_lib.io.traces import read_traces_csv, read_traces_parquet, traces_csv_path
-from pyama_lib.pipeline.params import ProcessingParams, parse_params
-from pyama_lib.pipeline.stages import plan_jobs, run_stage
+from pyama_lib.pipeline.plan import plan_jobs
+from pyama_lib.pipeline.processing_params import ProcessingParams, parse_params
+from pyama_lib.pipeline.stages import run_stage
 from pyama_lib.processing.extraction import ExtractionParams
 from pyama_lib.processing.segmentation import SegmentationParams
 from pyama_lib.processing.tracking import TrackingParams
-from pyama_lib.synthetic import make_synthetic
+from pyama_lib.synthetic.generator import make_synthetic
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zarr
 
-from pyama_lib.errors import StoreError
+from pyama_lib.core.errors import StoreError
 from pyama_lib.io.store import FovStore, array_name, fov_store_path
 
 

@@ -11,10 +11,11 @@ import zarr
 from scipy import ndimage as ndi
 from scipy.integrate import solve_ivp
 
-from pyama_lib.cli import main
-from pyama_lib.errors import InputDataError
-from pyama_lib.io.acquisition import open_acquisition
-from pyama_lib.synthetic import SyntheticInfo, make_synthetic, maturation
+from flows.cli.main import main
+from pyama_lib.core.errors import InputDataError
+from pyama_lib.io import open_acquisition
+from pyama_lib.synthetic.cells import maturation
+from pyama_lib.synthetic.generator import SyntheticInfo, make_synthetic
 
 N_FRAMES, SIZE, N_CELLS = 6, 192, 9
 # Hourly frames: totals grow large enough within 6 frames for the pixel-sum check to bite.
@@ -27,7 +28,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> SyntheticInfo:
 
 
 def _log_std_mask(image: np.ndarray) -> np.ndarray:
-    """DESIGN's log-std threshold (mode + 3σ), without the morphology."""
+    """The log-std threshold (mode + 3σ), without the morphology."""
     x = image.astype(np.float32)
     mean = ndi.uniform_filter(x, 3)
     var = ndi.uniform_filter(x * x, 3) - mean * mean
@@ -214,7 +215,7 @@ def test_cli_errors_exit_2_naming_the_file(
 
 
 def test_hard_cases_arrive_leave_fade_and_shrink(tmp_path: Path) -> None:
-    from pyama_lib.synthetic import HardCases
+    from pyama_lib.synthetic.cells import HardCases
 
     half = HardCases(late=0.5, leaving=0.5, faint=0.5, small=0.5)
     info = make_synthetic(tmp_path, n_fovs=1, n_frames=12, size=320, n_cells=16, seed=2, hard=half)
@@ -248,7 +249,7 @@ def test_hard_cases_arrive_leave_fade_and_shrink(tmp_path: Path) -> None:
 
 
 def test_hard_cases_out_of_range_are_named() -> None:
-    from pyama_lib.synthetic import HardCases
+    from pyama_lib.synthetic.cells import HardCases
 
     with pytest.raises(InputDataError, match=r"late must be within \[0, 1\], got 1.5"):
         HardCases(late=1.5)

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pytest
 
-from pyama_lib.errors import InputDataError, ResultsFileError
+from pyama_lib.core.errors import InputDataError, ResultsFileError
 from pyama_lib.io.traces import (
     inspected_csv_path,
     read_traces_csv,

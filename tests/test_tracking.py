@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from pyama_lib.errors import InputDataError
+from pyama_lib.core.errors import InputDataError
 from pyama_lib.processing.tracking import (
     IouTracker,
     TrackingParams,

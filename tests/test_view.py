@@ -18,12 +18,13 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from pyama_lib.config import STAGES, Channels
+from pyama_lib.core.selection import STAGES, Channels
 from pyama_lib.io.store import FovStore
 from pyama_lib.io.traces import read_traces_csv, traces_csv_path
-from pyama_lib.pipeline.stages import plan_jobs, run_stage
-from pyama_lib.synthetic import make_synthetic
-from pyama_lib.viewer import fov_layers
+from pyama_lib.pipeline.plan import plan_jobs
+from pyama_lib.pipeline.stages import run_stage
+from pyama_lib.synthetic.generator import make_synthetic
+from pyama_lib.view.layers import fov_layers
 
 N_FRAMES, SIZE, N_CELLS = 32, 128, 4
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def _pyama(
 ) -> subprocess.CompletedProcess:
     # A None in sys.modules makes `import napari` fail as on an install without the extra.
     block = "import sys; sys.modules['napari'] = None; " if without_napari else ""
-    code = f"{block}import sys; from flows.cli import console_main; console_main()"
+    code = f"{block}import sys; from flows.cli.main import console_main; console_main()"
     return subprocess.run(
         [sys.executable, "-c", code, *args],
         capture_output=True,

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from deployments.watch import NETWORK_FILESYSTEMS, Watcher, default_ledger, filesystem_type
-from pyama_lib.inbox import AnnouncedLedger, FileVersion
+from pyama_lib.service.inbox import FileVersion
+from pyama_lib.service.ledger import AnnouncedLedger
 
 QUIET = 0.5  # s: the watchers' quiet period
 POLL = 0.2  # s: the polling observer's interval

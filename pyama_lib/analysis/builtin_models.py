@@ -1,7 +1,7 @@
 """The built-in expression models: their formulas, analytic Jacobians and symmetries.
 
-DESIGN "Fitting"'s models, with ``dt = t - t0``, ``offset`` alone while ``dt <= 0`` and offset
-plus the expression term after:
+PyAMA's models (docs/fidelity.md, fitting), with ``dt = t - t0``, ``offset`` alone while ``dt <= 0``
+and offset plus the expression term after:
 
 - ``trivial``: ``ktl/(delta-beta) (1 - exp(-(delta-beta) dt)) exp(-beta dt)``
 - ``maturation``: ``ktl [exp(-(beta+km) dt)/(beta-delta+km) - exp(-beta dt)/(beta-delta)
@@ -16,11 +16,8 @@ shows their symmetries: trivial is symmetric in ``delta`` and ``beta``, and matu
 ``ktl km`` times the second divided difference of ``exp(-x dt)`` at ``delta``, ``beta`` and
 ``beta + km``, symmetric in those three rates: up to three parameter sets give one curve.
 
-Module layout: this module imports only :class:`~pyama_lib.analysis.models.Model` (and
-nothing of the registry); :mod:`~pyama_lib.analysis.models` imports this module lazily, on
-the first registry access, and registers :data:`BUILTIN_MODELS` then. So the import graph
-is acyclic (``models`` never imports this at module level) and a bare
-``from pyama_lib.analysis.models import get_model`` still finds the built-ins.
+The registry (:mod:`~pyama_lib.analysis.models`) registers :data:`BUILTIN_MODELS` when it
+is imported; this module knows nothing of it.
 
 Examples
 --------
@@ -37,7 +34,7 @@ from functools import partial
 
 import numpy as np
 
-from pyama_lib.analysis.models import Model
+from pyama_lib.analysis.model import Model
 
 _KM_MAX = 30.0  # maturation's upper bound of km, 1/h
 _SERIES_BELOW = 1e-4  # |v - u| dt / 2 below which D(u, v) comes from its Taylor series

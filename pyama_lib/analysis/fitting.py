@@ -6,7 +6,7 @@ one model evaluation and one analytic Jacobian serve them all, the damped normal
 ``(J^T J + lambda diag(J^T J)) step = J^T r`` are solved for all rows by one batched
 ``np.linalg.solve`` on ``(n, k, k)``, and rows leave the arrays as they converge.
 
-Per cell (DESIGN "Fitting" otherwise):
+Per cell (docs/fidelity.md, fitting, otherwise):
 
 1. Points where ``t`` or ``y`` is NaN are dropped (weight 0); with fewer points than
    parameters the cell is not fitted: ``success`` False, the model's defaults, R^2 0.
@@ -65,7 +65,8 @@ from functools import cache, partial
 import numpy as np
 import pandas as pd
 
-from pyama_lib.analysis.models import Model, get_model, resolve_start_and_bounds
+from pyama_lib.analysis.model import Model
+from pyama_lib.analysis.models import get_model, resolve_start_and_bounds
 from pyama_lib.analysis.restarts import further_starts
 from pyama_lib.analysis.solver import (
     LAMBDA0,
@@ -76,7 +77,7 @@ from pyama_lib.analysis.solver import (
     levenberg_marquardt,
     make_grid,
 )
-from pyama_lib.errors import InputDataError
+from pyama_lib.core.errors import InputDataError
 
 #: Cells fitted together; per array ~ chunk x starts x n_t x n_params x 8 bytes.
 CHUNK_CELLS = 256
@@ -146,7 +147,7 @@ def fit_cells(
     y : np.ndarray
         ``(n_cells, n_t)`` intensities; a 1-D array is one cell.
     model : str or Model
-        A registered model name or a :class:`~pyama_lib.analysis.models.Model`.
+        A registered model name or a :class:`~pyama_lib.analysis.model.Model`.
     params, bounds : Mapping, optional
         Initial values and ``(min, max)`` bounds overriding the model's (not ``t0`` or
         ``offset``), checked by :func:`~pyama_lib.analysis.models.resolve_start_and_bounds`.
@@ -158,9 +159,10 @@ def fit_cells(
     thorough : bool
         Also start each cell's fit again from t0 held on every sample time within its
         bounds (up to 12) and from the model's ``alternatives`` (maturation: the other side
-        of the t0-km trade-off), then refine the best: about 4x the time, and never a lower
-        R^2 than the default (its starts are a superset). On the benchmark's maturation
-        traces no cell then ends below PyAMA's R^2; by default about 1 % do.
+        of the t0-km trade-off), then refine the best: several times the time, and never a
+        lower R^2 than the default (its starts are a superset). On the benchmark's
+        maturation traces no cell then ends below PyAMA's R^2; by default a few do
+        (docs/benchmarks.md).
 
     Returns
     -------
@@ -200,7 +202,7 @@ def fit_cells(
     t_safe = np.where(np.isfinite(t), t, 0.0)  # masked out anyway; keeps NaN out of exp()
     times = t[np.isfinite(t)]
     grid = make_grid(model, t_safe, times, start, lower, upper) if fitted.size else None
-    # The grid in between serves only flat cells: built when the first one turns up (~3 ms).
+    # The grid in between serves only flat cells: built when the first one turns up.
     between = cache(partial(make_grid, model, t_safe, times, start, lower, upper, between=True))
     grids = (grid, between)
     for first in range(0, fitted.size, _POLISH_CELLS):
@@ -249,10 +251,10 @@ _MALLOC_TUNED = False
 def _raise_malloc_threshold() -> None:
     """Let the allocator reuse a chunk's ~1 MB temporaries instead of mapping them anew.
 
-    glibc serves blocks above its mmap threshold (128 KiB at start) with fresh pages and
-    unmaps them on free, so every temporary of every iteration page-faults: 4x the CPU
-    time. glibc raises the threshold to the largest mapped block freed, so one 16 MiB block
-    freed once per process fixes it (elsewhere this does nothing).
+    glibc serves blocks above its mmap threshold (128 KiB at start) with fresh pages and unmaps them
+    on free, so every temporary of every iteration page-faults, which costs more CPU than the fit
+    itself. glibc raises the threshold to the largest mapped block freed, so one 16 MiB block freed
+    once per process fixes it (elsewhere this does nothing).
     """
     global _MALLOC_TUNED
     if not _MALLOC_TUNED:
@@ -371,8 +373,8 @@ def _fit_chunk(
         best = best_rows(np.r_[cost, cost2], cell)
         x, cost, ok = np.r_[x, x2][best], np.r_[cost, cost2][best], np.r_[ok, ok2][best]
     # Thorough: every cell's best once more, freely and from fresh damping. A start with t0
-    # held ended held; the others gain a little too (refining only the held winners left one
-    # of the bench's 2400 cells short of PyAMA, and was no faster).
+    # held ended held; the others gain a little too (refining only the held winners left
+    # cells short of PyAMA on the benchmark, and was no faster).
     if thorough and not jumps:
         lo, hi = rows.box(n)
         lam = np.full(n, LAMBDA0)

@@ -1,160 +1,20 @@
-"""Expression-kinetics models fitted to single-cell traces, and the registry that names them.
+"""The registry of expression models: the built-ins and those a lab adds, by name.
 
-A :class:`Model` is a record: parameter names in a fixed order, defaults, bounds, and two
-vectorised functions of time ``t`` (hours, ``(n_t,)``) and parameters ``p`` (float64,
-``(n_cells, n_params)``): ``evaluate`` -> ``(n_cells, n_t)`` and the analytic ``jacobian`` ->
-``(n_cells, n_t, n_params)``. The built-ins ``trivial``, ``maturation`` and
-``maturation_blocked`` (DESIGN "Fitting"; formulas and symmetries in
-:mod:`~pyama_lib.analysis.builtin_models`) are always registered, first and in that order.
-
-A lab adds its own model by building a :class:`Model` and calling :func:`register_model` (see
-its example). The optional fields only help the fitter: ``linear`` and ``grid`` give it
-data-driven starts, ``canonical`` and ``restarts`` encode symmetries like the built-ins',
-``alternatives`` points a thorough fit also tries.
-
-Module layout (acyclic): this module holds :class:`Model`, the registry and the override
-checks; :mod:`~pyama_lib.analysis.builtin_models` holds the built-ins' math and records and
-imports only :class:`Model` from here. The registry loads and registers the built-ins
-lazily, on its first use (:func:`_registry`), by a function-level import, so neither module
-imports the other while it is itself being imported. ``TRIVIAL``, ``MATURATION``,
-``MATURATION_BLOCKED`` and ``BUILTIN`` remain attributes of this module (module
-``__getattr__``).
+``trivial``, ``maturation`` and ``maturation_blocked`` (:mod:`~pyama_lib.analysis.builtin_models`)
+are registered first and in that order. A lab adds its own model by building a
+:class:`~pyama_lib.analysis.model.Model` and calling :func:`register_model` (see its example);
+:func:`resolve_start_and_bounds` checks a user's overrides of a model's start and bounds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from threading import Lock
-from types import MappingProxyType
+from collections.abc import Mapping
 
 import numpy as np
 
-from pyama_lib.errors import ParamsError
-
-Curve = Callable[[np.ndarray, np.ndarray], np.ndarray]
-Rows = Callable[[np.ndarray], np.ndarray]
-
-#: Parameters no user may override (DESIGN): always fitted from the model's defaults.
-LOCKED = ("t0", "offset")
-
-
-@dataclass(frozen=True)
-class Model:
-    """A fittable model: names, defaults, bounds and vectorised value and Jacobian.
-
-    Attributes
-    ----------
-    name : str
-        Registry key (stored lower case), the ``model_type`` of ``_fitted.csv``.
-    param_names : tuple of str
-        Order of the columns of ``p``, of the Jacobian's last axis and of the CSV.
-    defaults : Mapping[str, float]
-        Initial values (users may override all but ``locked``).
-    bounds : Mapping[str, tuple of float]
-        ``name -> (lo, hi)`` with ``lo < hi``; each default lies within.
-    evaluate, jacobian : callable
-        ``(t, p) -> (n_cells, n_t)`` and ``-> (n_cells, n_t, n_params)``, float64.
-    locked : tuple of str
-        Parameters users may not override (``t0`` and ``offset`` where present).
-    linear : tuple of str
-        Parameters the curve is jointly affine in (amplitude, offset): with ``grid`` the
-        fitter solves them by linear least squares on a grid of the others for its starts.
-    grid : Mapping[str, tuple of float]
-        Candidate values of the other parameters; each value of the first gets a start.
-    canonical : callable, optional
-        ``p -> p`` giving the same curve in the form the fitter should continue from.
-    restarts : callable, optional
-        ``p -> (n_alternatives, n_cells, n_params)`` further starts near a fit (NaN rows:
-        none), tried after the fit; the better result is kept.
-    alternatives : callable, optional
-        Like ``restarts``, further from the fit (another basin of SS_res); tried only by a
-        thorough fit (``fit_cells(..., thorough=True)``).
-
-    Examples
-    --------
-    >>> m = get_model("trivial")
-    >>> m.param_names, m.bounds["t0"]
-    (('t0', 'ktl', 'delta', 'beta', 'offset'), (0.0, 30.0))
-    >>> m.jacobian(np.linspace(0, 10, 3), m.default_vector()[None, :]).shape
-    (1, 3, 5)
-    """
-
-    name: str
-    param_names: tuple[str, ...]
-    defaults: Mapping[str, float]
-    bounds: Mapping[str, tuple[float, float]]
-    evaluate: Curve
-    jacobian: Curve
-    locked: tuple[str, ...] = LOCKED
-    linear: tuple[str, ...] = ()
-    grid: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
-    canonical: Rows | None = None
-    restarts: Rows | None = None
-    alternatives: Rows | None = None
-
-    def __post_init__(self) -> None:
-        names = tuple(self.param_names)
-        if set(self.defaults) != set(names) or set(self.bounds) != set(names):
-            raise ParamsError(f"model {self.name!r}: defaults and bounds must name {names}")
-        for name in names:
-            lo, hi = self.bounds[name]
-            if not lo < hi or not lo <= self.defaults[name] <= hi:
-                raise ParamsError(f"model {self.name!r}: {name} needs lo < hi, default within")
-        if not set(self.linear) | set(self.grid) <= set(names):
-            raise ParamsError(f"model {self.name!r}: linear/grid name unknown parameters")
-        # Frozen all the way down: a registry entry is shared by every caller.
-        freeze = object.__setattr__
-        freeze(self, "name", self.name.lower())
-        freeze(self, "param_names", names)
-        freeze(self, "locked", tuple(n for n in self.locked if n in names))
-        freeze(self, "defaults", MappingProxyType({n: float(self.defaults[n]) for n in names}))
-        bounds = {n: (float(self.bounds[n][0]), float(self.bounds[n][1])) for n in names}
-        freeze(self, "bounds", MappingProxyType(bounds))
-        freeze(self, "grid", MappingProxyType({k: tuple(v) for k, v in self.grid.items()}))
-
-    @property
-    def n_params(self) -> int:
-        return len(self.param_names)
-
-    def default_vector(self) -> np.ndarray:
-        """The defaults as a float64 vector in ``param_names`` order."""
-        return np.array([self.defaults[n] for n in self.param_names], dtype=np.float64)
-
-
-_REGISTRY: dict[str, Model] = {}
-_BUILTINS_LOADED = False
-_BUILTINS_LOCK = Lock()
-_BUILTIN_ATTRS = ("TRIVIAL", "MATURATION", "MATURATION_BLOCKED", "BUILTIN")
-
-
-def _registry() -> dict[str, Model]:
-    """The registry, with the built-ins registered first on the first call.
-
-    The function-level import keeps the module graph acyclic:
-    :mod:`~pyama_lib.analysis.builtin_models` imports :class:`Model` from here.
-    """
-    global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        with _BUILTINS_LOCK:
-            if not _BUILTINS_LOADED:
-                from pyama_lib.analysis.builtin_models import BUILTIN_MODELS
-
-                for model in BUILTIN_MODELS:
-                    _check_shapes(model)
-                # Before any lab model: register_model itself loads the built-ins first.
-                _REGISTRY.update({m.name: m for m in BUILTIN_MODELS})
-                _BUILTINS_LOADED = True
-    return _REGISTRY
-
-
-def __getattr__(name: str) -> object:
-    """``TRIVIAL``, ``MATURATION``, ``MATURATION_BLOCKED``, ``BUILTIN``: from builtin_models."""
-    if name in _BUILTIN_ATTRS:
-        from pyama_lib.analysis import builtin_models
-
-        return getattr(builtin_models, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+from pyama_lib.analysis.builtin_models import BUILTIN, BUILTIN_MODELS
+from pyama_lib.analysis.model import Model
+from pyama_lib.core.errors import ParamsError
 
 
 def _check_shapes(model: Model) -> None:
@@ -164,6 +24,9 @@ def _check_shapes(model: Model) -> None:
     shapes = np.shape(model.evaluate(t, p)), np.shape(model.jacobian(t, p))
     if shapes != ((2, 7), (2, 7, model.n_params)):
         raise ParamsError(f"model {model.name!r}: evaluate/jacobian return shapes {shapes}")
+
+
+_REGISTRY: dict[str, Model] = {}
 
 
 def register_model(model: Model, *, replace: bool = False) -> Model:
@@ -199,22 +62,18 @@ def register_model(model: Model, *, replace: bool = False) -> Model:
     array([[ 5.        , 68.21205588]])
     >>> unregister_model("lab_rise")
     """
-    registry = _registry()
-    if model.name in registry and not replace:
+    if model.name in _REGISTRY and not replace:
         raise ParamsError(f"model {model.name!r} is already registered (replace=True swaps it)")
     _check_shapes(model)
-    registry[model.name] = model
+    _REGISTRY[model.name] = model
     return model
 
 
 def unregister_model(name: str) -> None:
     """Remove a model a lab registered (the built-ins stay)."""
-    from pyama_lib.analysis.builtin_models import BUILTIN
-
-    registry = _registry()
     if name.lower() in BUILTIN:
         raise ParamsError(f"built-in model {name!r} cannot be unregistered")
-    registry.pop(name.lower(), None)
+    _REGISTRY.pop(name.lower(), None)
 
 
 def get_model(name: str | Model) -> Model:
@@ -228,7 +87,7 @@ def get_model(name: str | Model) -> Model:
     if isinstance(name, Model):
         return name
     try:
-        return _registry()[str(name).lower()]
+        return _REGISTRY[str(name).lower()]
     except KeyError:
         known = ", ".join(model_names())
         raise ParamsError(f"unknown model {name!r}; registered models: {known}") from None
@@ -242,7 +101,7 @@ def model_names() -> tuple[str, ...]:
     >>> model_names()[:3]
     ('trivial', 'maturation', 'maturation_blocked')
     """
-    return tuple(_registry())
+    return tuple(_REGISTRY)
 
 
 def resolve_start_and_bounds(
@@ -275,7 +134,7 @@ def resolve_start_and_bounds(
     >>> resolve_start_and_bounds("trivial", {"t0": 1})
     Traceback (most recent call last):
     ...
-    pyama_lib.errors.ParamsError: trivial: t0 cannot be overridden (t0 and offset are always \
+    pyama_lib.core.errors.ParamsError: trivial: t0 cannot be overridden (t0 and offset are always \
 fitted from the defaults); parameters you may set: ktl, delta, beta
     """
     model = get_model(model)
@@ -321,3 +180,8 @@ fitted from the defaults); parameters you may set: ktl, delta, beta
                 f"[{lower[i]:g}, {upper[i]:g}]"
             )
     return start, lower, upper
+
+
+for _model in BUILTIN_MODELS:
+    _check_shapes(_model)
+    _REGISTRY[_model.name] = _model

@@ -12,7 +12,7 @@ start of one cell, ``cell[i]`` the cell of row ``i``.
   :func:`_box_step` keeps its steps in the box;
 - :func:`best_rows`: each cell's lowest-cost row.
 
-This module imports only :class:`~pyama_lib.analysis.models.Model` (for annotations) and
+This module imports only :class:`~pyama_lib.analysis.model.Model` (for annotations) and
 nothing from :mod:`~pyama_lib.analysis.fitting`: the imports go one way.
 
 Examples
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pyama_lib.analysis.models import Model
+from pyama_lib.analysis.model import Model
 
 _FTOL = 1e-8  # success: last relative SS_res change, scipy's default ftol
 LAMBDA0, _LAMBDA_MAX = 1e-3, 1e12  # LM damping: initial, and the one at which a row gives up
@@ -150,7 +150,7 @@ def grid_starts(
     yy = (wy * y0).sum(axis=1)[:, None] - 2.0 * wy @ b0.T + weighted(b0 * b0)
     # A tiny ridge keeps points whose curve is 0 everywhere (t0 after the data) solvable.
     ridge = 1e-12 * np.trace(gram, axis1=-2, axis2=-1) + 1e-300
-    if n_lin == 2:  # amplitude and offset: Cramer's rule, ~10x LAPACK on 2x2 systems
+    if n_lin == 2:  # amplitude and offset: Cramer's rule, far cheaper than LAPACK on 2x2
         a, b, d = gram[..., 0, 0] + ridge, gram[..., 0, 1], gram[..., 1, 1] + ridge
         with np.errstate(divide="ignore", invalid="ignore"):
             c0 = (d * rhs[..., 0] - b * rhs[..., 1]) / (a * d - b * b)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pyama_lib.errors import ParamsError, ResultsFileError
+from pyama_lib.core.errors import ParamsError, ResultsFileError
 from pyama_lib.io.atomic import atomic_target
 
 TIME_COLUMN = "time"

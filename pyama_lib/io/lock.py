@@ -2,7 +2,7 @@
 
 Two runs writing the same Zarr arrays and CSVs would interleave frames and leave results that
 look complete but are not. ``OutputLock`` makes a second run on the same folder fail at once
-with :class:`~pyama_lib.errors.RunLockedError`, while a lock left behind by a killed run
+with :class:`~pyama_lib.core.errors.RunLockedError`, while a lock left behind by a killed run
 (SIGKILL, power loss) never blocks the folder for good.
 
 How liveness is decided
@@ -36,7 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
-from pyama_lib.errors import OutputDirError, RunLockedError
+from pyama_lib.core.errors import OutputDirError, RunLockedError
 
 __all__ = ["LOCK_NAME", "LockInfo", "OutputLock", "read_lock_info"]
 

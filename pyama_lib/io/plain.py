@@ -1,4 +1,4 @@
-"""Values as plain YAML/JSON builtins, for every file PyAMA Flow writes.
+"""Values as plain YAML/JSON builtins, for every file PyAMA Flow writes; times as ISO 8601.
 
 ``yaml.safe_dump`` and ``json.dumps`` refuse paths, tuples, numpy scalars and parameter models;
 run records, ``processing_results.yaml`` and the store's completion markers all go through
@@ -8,13 +8,14 @@ run records, ``processing_results.yaml`` and the store's completion markers all 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import PurePath
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
 
-from pyama_lib.errors import InputDataError
+from pyama_lib.core.errors import InputDataError
 
 
 def plain(value: Any, where: str = "value") -> Any:
@@ -53,3 +54,10 @@ def plain(value: Any, where: str = "value") -> Any:
         f"{where}: a {type(value).__name__} cannot be written to a YAML/JSON file; "
         "pass numbers, strings, lists or dicts"
     )
+
+
+def iso_time(timestamp: float | None = None) -> str:
+    """``timestamp`` (epoch seconds; default now) as local time with UTC offset (readable,
+    and comparable across time zones)."""
+    moment = datetime.now() if timestamp is None else datetime.fromtimestamp(timestamp)
+    return moment.astimezone().isoformat(timespec="seconds")

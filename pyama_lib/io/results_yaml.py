@@ -30,8 +30,8 @@ from typing import Any
 
 import yaml
 
-from pyama_lib.config import Channels
-from pyama_lib.errors import ParamsError, ResultsFileError
+from pyama_lib.core.errors import ParamsError, ResultsFileError
+from pyama_lib.core.selection import Channels
 from pyama_lib.io.atomic import atomic_target
 from pyama_lib.io.plain import plain
 

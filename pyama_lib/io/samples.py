@@ -33,8 +33,8 @@ from typing import Any
 
 import yaml
 
-from pyama_lib.config import parse_fovs
-from pyama_lib.errors import ParamsError
+from pyama_lib.core.errors import ParamsError
+from pyama_lib.core.selection import parse_fovs
 
 MAX_NAME_LENGTH = 100
 """Longest sample name; leaves room for ``_<feature>_ch_<c>_fitted.csv`` within 255 bytes."""
@@ -90,7 +90,7 @@ def check_sample_name(name: Any) -> str:
     >>> check_sample_name("../elsewhere")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    pyama_lib.errors.ParamsError: sample name '../elsewhere' is not safe as a file name: ...
+    pyama_lib.core.errors.ParamsError: sample name '../elsewhere' is not safe as a file name: ...
     """
     if not isinstance(name, str) or not name:
         raise ParamsError(f"sample name must be non-empty text, got {name!r}")
@@ -224,7 +224,7 @@ def check_unique_names(samples: Sequence[Sample], source: str = "samples") -> No
     >>> check_unique_names([Sample("a", [0]), Sample("A", [1])], "s.yaml")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    pyama_lib.errors.ParamsError: s.yaml: two samples are named 'a' and 'A'; ...
+    pyama_lib.core.errors.ParamsError: s.yaml: two samples are named 'a' and 'A'; ...
     """
     seen: dict[str, str] = {}
     for sample in samples:
@@ -265,7 +265,7 @@ def check_fovs(
     >>> check_fovs([Sample("a", [0, 4, 5])], [0, 1, 2], "s.yaml")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    pyama_lib.errors.ParamsError: s.yaml: sample 'a' names FOV(s) 4-5 that have no traces ...
+    pyama_lib.core.errors.ParamsError: s.yaml: sample 'a' names FOV(s) 4-5 that have no traces ...
     """
     have = {int(f) for f in available}
     problems = [

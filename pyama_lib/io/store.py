@@ -1,6 +1,6 @@
 """The Zarr v3 store of intermediates: one group per FOV, one frame per chunk.
 
-Layout (README "Outputs")::
+Layout (docs/outputs.md)::
 
     <out>/fov_XXX/<base>_fov_XXX.zarr/{pc,fl,seg,fl_corrected}_ch_<c>
     <out>/fov_XXX/<base>_fov_XXX.zarr/labels/seg_labeled_ch_<c>/0
@@ -31,7 +31,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from pyama_lib.errors import StoreError
+from pyama_lib.core.errors import StoreError
 from pyama_lib.io import ngff
 from pyama_lib.io.plain import plain
 
@@ -49,8 +49,8 @@ _IMAGE_KINDS = ("pc", "fl", "fl_corrected")  # the intensity arrays NGFF lists, 
 _COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 _FLOAT_COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
 _LABELS_COMPRESSOR = ZstdCodec(level=1)
-# Zarr's default compares every written frame with the fill value to skip empty chunks: 7-14 ms
-# per 8 MB frame (30 ms per frame of the copy stage) for frames that are never empty.
+# Zarr's default compares every written frame with the fill value to skip empty chunks: a full
+# pass over each frame, for frames that are never empty.
 _WRITE_CONFIG = {"write_empty_chunks": True}
 
 

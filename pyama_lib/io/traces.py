@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pyama_lib.errors import InputDataError, ResultsFileError
+from pyama_lib.core.errors import InputDataError, ResultsFileError
 from pyama_lib.io.atomic import atomic_target
 
 BASE_COLUMNS: tuple[str, ...] = (

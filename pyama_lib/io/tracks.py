@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pyama_lib.errors import ResultsFileError
+from pyama_lib.core.errors import ResultsFileError
 from pyama_lib.io.atomic import atomic_target
 from pyama_lib.io.traces import BASE_COLUMNS
 

@@ -6,10 +6,8 @@ encode buffers of the store). glibc serves each allocation above its mmap thresh
 by itself to at most 32 MB) with a fresh ``mmap`` and unmaps it on free, and hands a freed heap
 top above its trim threshold back to the kernel: every frame then pays page faults and the
 kernel's zeroing of the new pages. Raising both thresholds keeps that memory in the heap for
-the next frame. Measured at 2048² (the correct stage, one FOV alone, CPU time per frame, six
-runs each): 78-90 ms with glibc's defaults, 63-75 ms with these settings; outputs are the same
-bytes. The cost is up to ``TRIM_THRESHOLD`` of freed memory kept per worker (the streaming
-peak RSS of one 2048² FOV went from 361 to 420-440 MB).
+the next frame; outputs are the same bytes. The cost is up to ``TRIM_THRESHOLD`` of freed
+memory kept per worker (``make bench``, cases ``stages`` and ``scaling``, report the peaks).
 """
 
 from __future__ import annotations

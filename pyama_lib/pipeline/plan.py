@@ -12,19 +12,21 @@ from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from pyama_lib.config import Channels, select_fovs
-from pyama_lib.errors import (
+from pyama_lib.core.errors import (
     FovOutOfRangeError,
     OutputDirError,
     ParamsError,
     ResultsFileError,
     RunRecordError,
 )
-from pyama_lib.io.acquisition import Acquisition, acquisition_base_name, open_acquisition
+from pyama_lib.core.selection import Channels, select_fovs
+from pyama_lib.io import open_acquisition
+from pyama_lib.io.identity import identity_key, input_identity
+from pyama_lib.io.readers.acquisition import Acquisition, acquisition_base_name
 from pyama_lib.io.results_yaml import load_results, results_file_path, union_channels
 from pyama_lib.io.store import FovStore, stored_base_names
-from pyama_lib.pipeline.params import ProcessingParams, parse_params
-from pyama_lib.provenance import identity_key, input_identity, load_run_yaml
+from pyama_lib.pipeline.processing_params import ProcessingParams, parse_params
+from pyama_lib.pipeline.run_record import load_run_yaml
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class Plan:
     jobs: list[FovJob]
     n_frames: int
     shape: tuple[int, int]
-    input: dict[str, Any]  # the acquisition's identity (provenance.input_identity)
+    input: dict[str, Any]  # the acquisition's identity (io.identity.input_identity)
     reader_options: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -87,7 +89,7 @@ def plan_jobs(
 ) -> Plan:
     """Validate the input, channels, FOV selection, parameters and output folder.
 
-    Writes nothing. Raises a :class:`~pyama_lib.errors.PyamaError` naming the problem: bad
+    Writes nothing. Raises a :class:`~pyama_lib.core.errors.PyamaError` naming the problem: bad
     parameters, an unreadable input, channels or FOVs outside it, a corrupt
     ``processing_results.yaml`` in the output folder, or an output folder that holds another
     acquisition's results.

@@ -1,13 +1,12 @@
 """Where a stage task's work runs: in a pool of worker processes, or right where the task runs.
 
-With ``runner="process"`` the flow runs its Prefect tasks on threads and opens a
-:func:`stage_pool`; each stage task then hands its FOV's stage to a worker process and waits
-for the small result. Prefect's own process task runner would import Prefect in every worker
-and rebuild its settings and API client for every task run (0.1–0.2 s of CPU each,
-prefect-notes.md §1.2), which on short stages costs more than the work. Here the workers import
-only pyama_lib (no Prefect), and each task's orchestration (states, retries, logs) stays in the
-flow's process, a few milliseconds per task. Without an open pool (thread or Dask runner, a
-user's own flow) :func:`execute_stage` runs the stage in the calling thread.
+With ``runner="process"`` the flow runs its Prefect tasks on threads and opens a :func:`stage_pool`;
+each stage task then hands its FOV's stage to a worker process and waits for the small result.
+Prefect's own process task runner would import Prefect in every worker and rebuild its settings and
+API client for every task run, which on short stages costs more than the work. Here the workers
+import only pyama_lib (no Prefect), and each task's orchestration (states, retries, logs) stays in
+the flow's process, a little per task. Without an open pool (thread or Dask runner, a user's own
+flow) :func:`execute_stage` runs the stage in the calling thread.
 
 A worker that dies (OOM kill, segfault) breaks the whole pool and every stage in it; the pool
 replaces itself and runs those stages again one at a time, which finds the one that kills its
@@ -32,15 +31,17 @@ from multiprocessing.connection import wait
 from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING
 
-from pyama_lib.errors import PyamaError
+from pyama_lib.core.errors import PyamaError
 from pyama_lib.pipeline.faults import maybe_inject_fault
 from pyama_lib.pipeline.memory import reuse_freed_memory
 
 if TYPE_CHECKING:
-    from pyama_lib.pipeline.stages import FovJob, StageResult
+    from pyama_lib.pipeline.plan import FovJob
+    from pyama_lib.pipeline.stages import StageResult
 
-# What a worker imports before its first stage (about 1.3 s). Kept out of this module's own
-# imports so that the CLI, importing this module, does not pay for it; the forkserver loads it.
+# What a worker imports before its first stage (the scientific stack: seconds, not ms). Kept out
+# of this module's own imports so that the CLI, importing this module, does not pay for it;
+# the forkserver loads it.
 _STAGES_MODULE = "pyama_lib.pipeline.stages"
 _PRELOAD_MODULE = "pyama_lib.pipeline.preload"  # the stages, this module and the readers
 
@@ -55,8 +56,8 @@ def execute_stage(stage: str, job: FovJob) -> StageResult:
     if pool is not None:
         return pool.run(stage, job)
     # Here: a Dask worker or the thread runner. Dask's nanny starts its workers with
-    # MALLOC_TRIM_THRESHOLD_=65536, which made every stage 2-4x slower (page faults on each
-    # frame-sized temporary); a pool worker sets the same thresholds when it starts.
+    # MALLOC_TRIM_THRESHOLD_=65536, which returns every frame-sized temporary to the kernel and
+    # faults it in anew for the next frame; a pool worker sets the same thresholds on start.
     reuse_freed_memory()
     return _execute(stage, job)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pyama_lib.figures import save_png, segmentation_figure
+from pyama_lib.analysis.figures import save_png, segmentation_figure
 from pyama_lib.io.store import array_name
 from pyama_lib.pipeline.plan import FovJob
 

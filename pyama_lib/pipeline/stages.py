@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from pyama_lib import __version__
-from pyama_lib.config import STAGES, Channels, select_stages
-from pyama_lib.errors import InputDataError, ParamsError
-from pyama_lib.io.acquisition import Acquisition
+from pyama_lib.core.errors import InputDataError, ParamsError
+from pyama_lib.core.selection import STAGES, Channels
+from pyama_lib.io.identity import identity_key, input_identity
+from pyama_lib.io.readers.acquisition import Acquisition
 from pyama_lib.io.results_yaml import FovResults, ProcessingResults
 from pyama_lib.io.store import FovStore, array_name, parse_array_name
 from pyama_lib.io.traces import (
@@ -39,24 +40,12 @@ from pyama_lib.io.traces import (
     write_traces_partition,
 )
 from pyama_lib.io.tracks import tracks_csv_path, write_tracks
-from pyama_lib.pipeline.params import ProcessingParams
-from pyama_lib.pipeline.plan import FovJob, Plan, plan_jobs
+from pyama_lib.pipeline.plan import FovJob, Plan
+from pyama_lib.pipeline.processing_params import ProcessingParams
 from pyama_lib.processing.background import BackgroundParams, correct_frame
 from pyama_lib.processing.extraction import extract_traces
 from pyama_lib.processing.segmentation import segment_frame
 from pyama_lib.processing.tracking import track_frames
-from pyama_lib.provenance import identity_key, input_identity
-
-__all__ = [
-    "STAGES",
-    "FovJob",
-    "Plan",
-    "StageResult",
-    "copy_fov",
-    "plan_jobs",
-    "run_stage",
-    "select_stages",
-]
 
 
 @dataclass
@@ -104,7 +93,7 @@ def copy_fov(
 
     Streams one frame at a time, so peak memory does not grow with the number of frames.
     Arrays already complete for the same input file (``input_key``, the
-    :func:`~pyama_lib.provenance.identity_key` of the acquisition; computed when not given),
+    :func:`~pyama_lib.io.identity.identity_key` of the acquisition; computed when not given),
     FOV, channel and code version are skipped.
     """
     acquisition.check_fov(fov)
@@ -134,8 +123,8 @@ def copy_fov(
 
 
 # Frames are written as 1-frame slabs (``arr[t : t + 1] = frame[None]``): a 2-D frame assigned
-# to ``arr[t]`` makes zarr fill a new chunk and copy the frame into it first (1-1.5 ms per
-# 2048² frame).
+# to ``arr[t]`` makes zarr fill a new chunk and copy the frame into it first, a needless pass
+# over every frame.
 
 
 def _map_frames(

@@ -1,6 +1,6 @@
 """Tiled-median background correction of fluorescence frames (PyAMA's algorithm).
 
-Pipeline for one frame (DESIGN.md, "Algorithms / Background correction"):
+Pipeline for one frame (docs/fidelity.md, background correction):
 
 1. :func:`mask_foreground`: dilate the segmentation by a 21x21 square and set those pixels to
    NaN in a float32 copy of the frame.
@@ -35,9 +35,10 @@ import numpy as np
 from pydantic import Field
 from scipy.interpolate import InterpolatedUnivariateSpline, RectBivariateSpline
 
-from pyama_lib.errors import InputDataError
-from pyama_lib.params import OddSize, Params
-from pyama_lib.processing.segmentation import dilate_square, validate_frame
+from pyama_lib.core.errors import InputDataError
+from pyama_lib.core.params import OddSize, Params
+from pyama_lib.processing.morphology import dilate_square
+from pyama_lib.processing.segmentation import validate_frame
 
 __all__ = [
     "BackgroundParams",

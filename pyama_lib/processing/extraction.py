@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 from pydantic import AfterValidator, Field
 
-from pyama_lib.errors import InputDataError
+from pyama_lib.core.errors import InputDataError
+from pyama_lib.core.params import Params
 from pyama_lib.io.traces import BASE_COLUMNS
-from pyama_lib.params import Params
 from pyama_lib.processing.features import (
     BUILTIN_FEATURES,
     FeatureContext,
@@ -132,8 +132,8 @@ def _group_pixels(labels: np.ndarray, fl32: np.ndarray) -> tuple[np.ndarray, Fea
     """Group foreground pixels by cell id; return the ascending ids and the shared context."""
     width = labels.shape[1]
     flat_labels = labels.reshape(-1)
-    # Through a boolean mask: numpy's nonzero of a bool array is 5x faster than of uint16
-    # labels (1 against 6 ms for a 2048² frame); same indices.
+    # Through a boolean mask: numpy finds the nonzero entries of a bool array much faster than
+    # of uint16 labels; same indices.
     flat_index = np.flatnonzero(flat_labels != 0)
     ids = flat_labels[flat_index]
     if ids.dtype.itemsize > 2 and (ids.size == 0 or ids.max() <= np.iinfo(np.uint16).max):

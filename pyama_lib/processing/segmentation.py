@@ -1,6 +1,6 @@
 """Log-std segmentation of phase-contrast frames (PyAMA's algorithm and masks, faster).
 
-Pipeline for one frame (DESIGN.md, "Algorithms / Segmentation"):
+Pipeline for one frame (docs/fidelity.md, segmentation):
 
 1. :func:`log_std`: local variance from 3x3 means of x and x**2 (scipy ``uniform_filter``,
    ``reflect`` edges, float32), log-std = 0.5 * ln(variance) where variance > 0, else 0.
@@ -18,38 +18,23 @@ The result equals PyAMA's bit for bit, and each step is faster than PyAMA's way:
   Other frames get scipy's two passes along contiguous rows of a transposed copy.
 * Histogram: numpy's own bin estimate, with numpy's correction applied only to the values
   that lie near a bin edge (see _histogram_counts); same counts, fewer passes.
-* Fill holes: one labelling of the background instead of iterated propagation.
-* Morphology, where PyAMA spends most of its time (iterated binary erosion and dilation with
-  a 49-pixel element): separable running min/max of boolean rows computed by doubling, which
-  gives the identical mask:
-
-  - 3 iterations of a 7x7 square = one 19x19 square (the Minkowski sum), and a square is the
-    product of a row and a column, so each erosion/dilation is two 1-D running AND/OR passes.
-  - Erosion with outside = 0 is a running AND over a zero-padded line. Dilation with outside
-    = 0 is a running OR; iterating it on a rectangle equals one big dilation because any pixel
-    reachable through an outside pixel is also reachable through an inside one.
-  - The opening's dilation and the closing's dilation are consecutive, so they merge into one
-    37x37 dilation: erode(19) -> dilate(37) -> erode(19).
+* Fill holes and the morphology, where PyAMA spends most of its time: see
+  :mod:`~pyama_lib.processing.morphology`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 from pydantic import Field
 from scipy import ndimage as ndi
 
-from pyama_lib.errors import InputDataError
-from pyama_lib.params import OddSize, Params
+from pyama_lib.core.errors import InputDataError
+from pyama_lib.core.params import OddSize, Params
+from pyama_lib.processing.morphology import fill_holes, open_close
 
 __all__ = [
     "SegmentationParams",
-    "dilate_square",
-    "erode_square",
-    "fill_holes",
     "log_std",
-    "open_close",
     "segment_frame",
     "threshold_by_histogram",
     "validate_frame",
@@ -140,7 +125,8 @@ def validate_frame(frame: np.ndarray, name: str = "frame") -> np.ndarray:
 
 
 def _blocked_transpose(a: np.ndarray) -> np.ndarray:
-    """Return a C-contiguous transpose, copied tile by tile (about 2x numpy's plain copy)."""
+    """Return a C-contiguous transpose, copied tile by tile (numpy's plain copy strides across
+    the whole frame and misses the cache)."""
     h, w = a.shape
     out = np.empty((w, h), dtype=a.dtype)
     b = _TRANSPOSE_BLOCK
@@ -154,9 +140,9 @@ def _uniform_filter_from_transposed(a_t: np.ndarray, size: int) -> np.ndarray:
     """``scipy.ndimage.uniform_filter(a, size)`` for 2-D float32, given ``a_t = a.T``.
 
     scipy filters axis 0 then axis 1, rounding to float32 in between. Its axis-0 pass over a
-    C-ordered frame is ~5x slower than its axis-1 pass, so both passes here run along rows of
-    contiguous arrays (transposing in between); each line sees the very same arithmetic, so the
-    result is identical.
+    C-ordered frame is far slower than its axis-1 pass (it walks columns), so both passes here run
+    along rows of contiguous arrays (transposing in between); each line sees the very same
+    arithmetic, so the result is identical.
     """
     along_axis0 = ndi.uniform_filter1d(a_t, size, axis=1)
     return ndi.uniform_filter1d(_blocked_transpose(along_axis0), size, axis=1)
@@ -326,115 +312,6 @@ def _threshold(flat: np.ndarray, n_bins: int, n_sigma: float) -> float:
     background = flat[flat <= mode]  # never empty: the minimum lies in or below the mode bin
     # float(n_sigma): a numpy float64 factor would promote PyAMA's float32 arithmetic
     return float(mode + float(n_sigma) * np.std(background))
-
-
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Fill holes like ``scipy.ndimage.binary_fill_holes`` with its default structure.
-
-    A hole is a 4-connected background component that does not touch the image border.
-    Labelling the background once is several times faster than scipy's iterative
-    propagation and gives the same mask.
-
-    Parameters
-    ----------
-    mask : np.ndarray
-        2-D boolean mask.
-
-    Returns
-    -------
-    np.ndarray
-        Boolean mask with every hole set to True.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    labels, n = ndi.label(~mask)  # default structure: 4-connectivity, as binary_fill_holes
-    if n == 0:
-        return mask.copy()
-    border = np.unique(np.concatenate((labels[0], labels[-1], labels[:, 0], labels[:, -1])))
-    border = border[border > 0]  # label 0 = foreground pixels
-    if border.size == 1:  # the usual case: one background around the cells; cheaper than a gather
-        return labels != border[0]
-    outside = np.zeros(n + 1, dtype=bool)
-    outside[border] = True
-    return ~outside[labels]
-
-
-def _running_reduce(
-    mask: np.ndarray, size: int, axis: int, op: Callable[..., np.ndarray]
-) -> np.ndarray:
-    """Running AND/OR of length ``size`` (odd, centred) along ``axis``, outside = False.
-
-    Uses doubling: after step j every entry combines 2**j neighbours, and one final shifted
-    combination covers the remaining length; O(log size) whole-array boolean operations.
-    """
-    r = size // 2
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (r, r)
-    acc = np.pad(mask, pad)  # constant False: pixels outside the image count as 0
-
-    def shifted(a: np.ndarray, start: int, stop: int) -> np.ndarray:
-        index = [slice(None), slice(None)]
-        index[axis] = slice(start, stop)
-        return a[tuple(index)]
-
-    length = 1
-    while 2 * length <= size:
-        n = acc.shape[axis]
-        acc = op(shifted(acc, 0, n - length), shifted(acc, length, n))
-        length *= 2
-    if length < size:
-        shift = size - length  # <= length, so the two windows overlap and cover `size`
-        n = acc.shape[axis]
-        acc = op(shifted(acc, 0, n - shift), shifted(acc, shift, n))
-    return acc
-
-
-def erode_square(mask: np.ndarray, size: int) -> np.ndarray:
-    """Binary erosion with a ``size`` x ``size`` square (odd), pixels outside counting as 0.
-
-    Equal to ``scipy.ndimage.binary_erosion(mask, np.ones((s, s)))`` (``border_value=0``):
-    every pixel closer than ``size // 2`` to the border becomes False.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    rows = _running_reduce(mask, size, 0, np.logical_and)
-    return _running_reduce(rows, size, 1, np.logical_and)
-
-
-def dilate_square(mask: np.ndarray, size: int) -> np.ndarray:
-    """Binary dilation with a ``size`` x ``size`` square (odd), pixels outside counting as 0.
-
-    Equal to ``scipy.ndimage.binary_dilation(mask, np.ones((s, s)))`` and to
-    ``scipy.ndimage.maximum_filter(mask, s)``.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    rows = _running_reduce(mask, size, 0, np.logical_or)
-    return _running_reduce(rows, size, 1, np.logical_or)
-
-
-def open_close(mask: np.ndarray, size: int = 7, iterations: int = 3) -> np.ndarray:
-    """PyAMA's opening then closing, via equivalent single large squares.
-
-    Equal to ``binary_closing(binary_opening(mask, s, iterations), s, iterations)`` with
-    ``s = np.ones((size, size))`` and scipy's default ``border_value=0``.
-
-    Parameters
-    ----------
-    mask : np.ndarray
-        2-D boolean mask.
-    size : int
-        Side of the square structuring element (odd).
-    iterations : int
-        Repetitions of each erosion/dilation.
-
-    Returns
-    -------
-    np.ndarray
-        The cleaned boolean mask.
-    """
-    big = 2 * (size // 2) * iterations + 1  # `iterations` squares of `size` = one of `big`
-    opened_eroded = erode_square(mask, big)
-    # opening's dilation and closing's dilation merged: two `big` squares = one of 2*big-1
-    dilated = dilate_square(opened_eroded, 2 * big - 1)
-    return erode_square(dilated, big)
 
 
 def segment_frame(pc: np.ndarray, params: SegmentationParams | None = None) -> np.ndarray:

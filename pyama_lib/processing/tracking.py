@@ -26,8 +26,8 @@ from pydantic import Field, model_validator
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
-from pyama_lib.errors import InputDataError
-from pyama_lib.params import Params
+from pyama_lib.core.errors import InputDataError
+from pyama_lib.core.params import Params
 
 #: Track ids are stored as uint16.
 MAX_TRACKS = int(np.iinfo(np.uint16).max)
@@ -134,7 +134,7 @@ def measure_regions(
     width = labels.shape[1]
     flat_index = np.flatnonzero(labels if foreground is None else foreground)
     if labels.size < np.iinfo(np.int32).max:
-        flat_index = flat_index.astype(np.int32)  # int32 division is ~3x faster
+        flat_index = flat_index.astype(np.int32)  # int32 division is cheaper than int64
     ids = labels.reshape(-1)[flat_index]
     order = np.argsort(ids, kind="stable")  # radix sort for uint16 labels
     flat_index, ids = flat_index[order], ids[order]

@@ -1,9 +1,9 @@
 """Plain reference of PyAMA's tiled-median background correction (slow, obviously correct).
 
-Written from DESIGN.md with the calls PyAMA makes: ``maximum_filter`` for the mask dilation,
-one ``np.nanmedian`` per window in a Python loop, the frame-wide ``np.nanmedian`` fallback and
-``RectBivariateSpline`` fitted through (x, y) and transposed back, as PyAMA does. Where PyAMA
-cannot work (an axis with fewer than 4 windows) it lowers the spline degree the way
+Written from the algorithm (docs/fidelity.md) with the calls PyAMA makes: ``maximum_filter`` for the
+mask dilation, one ``np.nanmedian`` per window in a Python loop, the frame-wide ``np.nanmedian``
+fallback and ``RectBivariateSpline`` fitted through (x, y) and transposed back, as PyAMA does. Where
+PyAMA cannot work (an axis with fewer than 4 windows) it lowers the spline degree the way
 :mod:`pyama_lib.processing.background` documents, so both can be compared at every size.
 """
 

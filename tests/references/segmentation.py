@@ -1,9 +1,9 @@
 """Plain reference of PyAMA's log-std segmentation (slow, obviously correct).
 
-Written from DESIGN.md with the scipy calls PyAMA uses: ``uniform_filter`` for the local
-moments, ``np.histogram`` for the threshold and iterated ``binary_opening``/``binary_closing``
-with a 7x7 square for the clean-up. Used by the tests and the benchmarks to check and time the
-fast implementation in :mod:`pyama_lib.processing.segmentation`.
+Written from the algorithm (docs/fidelity.md) with the scipy calls PyAMA uses: ``uniform_filter``
+for the local moments, ``np.histogram`` for the threshold and iterated
+``binary_opening``/``binary_closing`` with a 7x7 square for the clean-up. Used by the tests and the
+benchmarks to check and time the fast implementation in :mod:`pyama_lib.processing.segmentation`.
 """
 
 from __future__ import annotations

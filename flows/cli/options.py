@@ -1,0 +1,205 @@
+"""Options shared by several commands, and their checks.
+
+Everything that can be checked without Prefect is checked here, before Prefect or a worker
+starts: a typo is reported in about a second, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flows.support.runners import RUNNERS
+from pyama_lib.core.errors import ParamsError
+from pyama_lib.core.selection import DEFAULT_FL, STAGES, Channels, check_counts, select_stages
+from pyama_lib.pipeline.presets import PRESETS
+
+
+def add_processing_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every processing run takes: ``pyama process`` and ``run``, and the runs
+    ``pyama serve`` starts (:func:`processing_options` reads them)."""
+    p.add_argument("--pc", type=int, default=0, help="phase-contrast channel (default 0)")
+    p.add_argument(
+        "--fl", type=int, action="append", help="fluorescence channel; repeat for more (default 1)"
+    )
+    p.add_argument("--workers", type=int, default=2, help="parallel workers (default 2)")
+    p.add_argument("--batch-size", type=int, default=2, help="FOVs in flight at once (default 2)")
+    p.add_argument("--runner", choices=RUNNERS, default="process", help="task runner")
+    p.add_argument("--params", type=Path, help="YAML file of per-stage parameter overrides")
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        help="named options beyond PyAMA (accurate); --params values win over the preset's",
+    )
+
+
+def processing_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of :func:`add_processing_arguments` as flow keyword arguments, checked
+    (counts, the parameters file) without Prefect."""
+    from pyama_lib.pipeline.presets import preset, with_overrides
+    from pyama_lib.pipeline.processing_params import parse_params
+
+    check_counts(
+        batch_size=args.batch_size, n_workers=args.workers, retries=getattr(args, "retries", None)
+    )
+    return {
+        "pc": args.pc,
+        "fl": args.fl or list(DEFAULT_FL),
+        "batch_size": args.batch_size,
+        "n_workers": args.workers,
+        "runner": args.runner,
+        "params": parse_params(
+            with_overrides(
+                preset(args.preset) if args.preset else {}, load_params_file(args.params)
+            )
+        ),
+    }
+
+
+def add_process_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``pyama process`` (``pyama run`` takes them too)."""
+    p.add_argument("input", help="the .nd2 or .ome.tif acquisition")
+    p.add_argument("-o", "--output", required=True, help="output folder (created if needed)")
+    add_processing_arguments(p)
+    p.add_argument("--fovs", help='FOVs to process, e.g. "0-3, 7" (default all)')
+    p.add_argument("--fov-start", type=int, default=-1, help="first FOV (-1: the first)")
+    p.add_argument("--fov-end", type=int, default=-1, help="last FOV, inclusive (-1: the last)")
+    p.add_argument("--dask-address", help="scheduler of an existing Dask cluster, tcp://host:8786")
+    p.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
+    p.add_argument("--retries", type=int, help="retries per task (default 2)")
+    p.add_argument(
+        "--times",
+        choices=("nominal", "measured"),
+        default="nominal",
+        help="ND2 frame times: nominal (PyAMA) or measured time stamps",
+    )
+
+
+def process_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``process_acquisition``'s keyword arguments from ``args``, checked without Prefect
+    (the input, channels, FOVs and output folder included)."""
+    from pyama_lib.pipeline.plan import plan_jobs
+
+    stages = parse_stages(args.stages)
+    options: dict[str, Any] = {
+        **processing_options(args),
+        "fov_start": args.fov_start,
+        "fov_end": args.fov_end,
+        "fovs": args.fovs,
+        "dask_address": args.dask_address,
+        "stages": stages,
+        "reader_options": {"times": args.times} if args.times != "nominal" else {},
+    }
+    plan_jobs(
+        args.input,
+        args.output,
+        Channels(pc=options["pc"], fl=tuple(options["fl"])),
+        fov_start=args.fov_start,
+        fov_end=args.fov_end,
+        fovs=args.fovs,
+        params=options["params"],
+        reader_options=options["reader_options"],
+    )
+    return options
+
+
+def load_params_file(path: Path | None) -> dict[str, Any]:
+    """The sections of a ``--params`` YAML file ({} without one)."""
+    if path is None:
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ParamsError(f"{path}: cannot read parameters: {exc}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections like 'segmentation:'")
+    return data
+
+
+def parse_stages(text: str | None) -> list[str] | None:
+    """``"segment, copy"`` -> ``["copy", "segment"]`` (pipeline order); None (all stages) when
+    not given.
+
+    Spaces around names and empty items are dropped. An unknown name, or a value naming no
+    stage at all (it would otherwise mean "all stages"), is refused before anything starts.
+
+    Examples
+    --------
+    >>> parse_stages("segment, copy")
+    ['copy', 'segment']
+    """
+    if text is None:
+        return None
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    if not stages:
+        raise ParamsError(f"--stages {text!r} names no stage; give some of {','.join(STAGES)}")
+    try:
+        return select_stages(stages)
+    except ParamsError as exc:
+        raise ParamsError(f"--stages {text!r}: {exc}") from None
+
+
+def add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of a fit: ``pyama fit`` and ``pyama run`` (:func:`parse_fit_values`)."""
+    p.add_argument("--model", default="maturation", help="model to fit (default maturation)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="initial value of a parameter, e.g. ktl=500; repeat for more",
+    )
+    p.add_argument(
+        "--bound",
+        action="append",
+        default=[],
+        metavar="NAME=MIN,MAX",
+        help="bounds of a parameter, e.g. km=0.1,5; repeat for more",
+    )
+    p.add_argument(
+        "--thorough",
+        action="store_true",
+        help="more starts per cell: R² never below PyAMA's on the benchmark, ~3x the fit time",
+    )
+
+
+def parse_fit_values(
+    params: list[str], bounds: list[str]
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """``["ktl=500"]``, ``["km=0.1,5"]`` -> ``{"ktl": 500.0}``, ``{"km": (0.1, 5.0)}``.
+
+    Examples
+    --------
+    >>> parse_fit_values(["ktl=500"], ["km=0.1,5"])
+    ({'ktl': 500.0}, {'km': (0.1, 5.0)})
+    """
+
+    def split(text: str, option: str) -> tuple[str, str]:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ParamsError(f"{option} {text!r}: write NAME=VALUE, e.g. {option} ktl=500")
+        return name.strip(), value.strip()
+
+    values: dict[str, float] = {}
+    for text in params:
+        name, value = split(text, "--param")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            raise ParamsError(f"--param {text!r}: {value!r} is not a number") from None
+    limits: dict[str, tuple[float, float]] = {}
+    for text in bounds:
+        name, value = split(text, "--bound")
+        parts = value.split(",")
+        try:
+            low, high = (float(v) for v in parts)
+        except ValueError:
+            raise ParamsError(f"--bound {text!r}: write NAME=MIN,MAX, e.g. km=0.1,5") from None
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ParamsError(f"--bound {text!r}: bounds must be finite numbers")
+        limits[name] = (low, high)
+    return values, limits

@@ -1,0 +1,136 @@
+"""One interface over every acquisition format: the :class:`Acquisition` base class.
+
+Readers subclass :class:`Acquisition`; :func:`pyama_lib.io.open_acquisition` picks the
+reader. An acquisition holds an open file handle, so it is a context manager; it pickles as its
+path and options and re-opens lazily in the receiving process, which is what spawned
+Prefect/Dask workers need.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+
+from pyama_lib.core.errors import (
+    AcquisitionNotFoundError,
+    ChannelOutOfRangeError,
+    FovOutOfRangeError,
+    FrameOutOfRangeError,
+)
+
+
+class Acquisition(ABC):
+    """A multi-FOV time-lapse: ``frame(fov, channel, t)`` gives one 2-D image.
+
+    Subclasses set the metadata attributes in ``_open`` and implement ``_read_frame`` and
+    ``_close``. Indices are validated here, before a reader is touched.
+    """
+
+    path: Path
+    base_name: str
+    n_fovs: int
+    n_frames: int
+    n_channels: int
+    height: int
+    width: int
+    dtype: np.dtype
+    channel_names: list[str]
+    # Micrometres per pixel when the file is calibrated (the store's OME-Zarr scale), else None.
+    pixel_size_um: float | None = None
+
+    def __init__(self, path: str | Path, **options: Any) -> None:
+        self.path = Path(path)
+        self._options = options
+        if not self.path.exists():
+            raise AcquisitionNotFoundError(
+                self.path, "no such file; check the path and that the share is mounted"
+            )
+        self.base_name = acquisition_base_name(self.path)
+        self._open()
+
+    # -- reader interface -------------------------------------------------------------
+    @abstractmethod
+    def _open(self) -> None:
+        """Open the file, validate it and set the metadata attributes."""
+
+    @abstractmethod
+    def _read_frame(self, fov: int, channel: int, t: int) -> np.ndarray:
+        """Return one frame; indices are already validated."""
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Release file handles."""
+
+    @abstractmethod
+    def frame_times(self, fov: int) -> np.ndarray:
+        """Times of the FOV's frames in minutes, float64 array of length ``n_frames``."""
+
+    # -- public API ---------------------------------------------------------------------
+    def frame(self, fov: int, channel: int, t: int) -> np.ndarray:
+        """The 2-D image (height, width) of one FOV, channel and time point."""
+        self.check_fov(fov)
+        self.check_channel(channel)
+        if not 0 <= t < self.n_frames:
+            raise FrameOutOfRangeError(
+                self.path, f"frame {t} is out of range: the file has {self.n_frames} frames"
+            )
+        return self._read_frame(fov, channel, t)
+
+    def check_fov(self, fov: int) -> None:
+        if not 0 <= fov < self.n_fovs:
+            raise FovOutOfRangeError(
+                self.path,
+                f"FOV {fov} is out of range: the file has {self.n_fovs} FOV(s), "
+                f"valid indices 0-{self.n_fovs - 1}",
+            )
+
+    def check_channel(self, channel: int) -> None:
+        if not 0 <= channel < self.n_channels:
+            names = ", ".join(f"{i}={n!r}" for i, n in enumerate(self.channel_names))
+            raise ChannelOutOfRangeError(
+                self.path,
+                f"channel {channel} is out of range: the file has {self.n_channels} "
+                f"channel(s) ({names})",
+            )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Only the path and options cross a process boundary; the handle is re-opened there.
+        return {"path": str(self.path), "options": self._options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], **state["options"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({str(self.path)!r}, fovs={self.n_fovs}, "
+            f"frames={self.n_frames}, channels={self.channel_names}, "
+            f"shape={self.height}x{self.width}, dtype={self.dtype})"
+        )
+
+
+TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
+
+
+def acquisition_base_name(path: Path) -> str:
+    """The file name without its format's extension: ``exp`` for ``exp.ome.tif``."""
+    name = path.name
+    for suffix in (".nd2", *TIFF_SUFFIXES):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem

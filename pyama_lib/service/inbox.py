@@ -1,0 +1,223 @@
+"""The inbox: where microscopes drop acquisitions, and how PyAMA Flow tells when one is done.
+
+An acquisition in the inbox is processed once per version of its file. A version is the file's
+resolved path, size and modification time (:class:`FileVersion`): a file replaced by a new one
+is new. It is *complete* when it has stopped changing for a quiet period AND opens cleanly:
+an ND2 that is still being written has no chunk map at its end, and an OME-TIFF whose planes
+run past the end of the file is refused by the reader, so neither is taken for finished.
+
+Paths that arrive from outside (an event, a sweep) are accepted only inside the configured
+inbox roots, after symlinks are resolved (:func:`resolve_in_inbox`); the outputs go to a folder
+under the output root that mirrors the acquisition's place in its inbox
+(:func:`output_folder`). Once an acquisition's work has finished, ``<out>/inbox.yaml`` records
+which version was processed (:func:`record_processed`), so an event delivered twice, or a
+restarted service, finds the outputs complete and skips.
+
+The watcher's memory of what it announced is :mod:`~pyama_lib.service.ledger`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pyama_lib.core.errors import InboxPathError, PyamaError
+from pyama_lib.io import open_acquisition
+from pyama_lib.io.atomic import atomic_write_text
+from pyama_lib.io.plain import iso_time
+from pyama_lib.io.readers.acquisition import acquisition_base_name
+
+#: The files the inbox treats as acquisitions (case-insensitive).
+ACQUISITION_SUFFIXES = (".nd2", ".ome.tif", ".ome.tiff")
+#: Written into an acquisition's output folder once its work has finished.
+PROCESSED_RECORD = "inbox.yaml"
+#: Where the inbox service's runs find their configured folders (``pyama serve`` sets them;
+#: a work pool's worker has them in its environment). Not run parameters: whoever can start
+#: a run must not be able to widen the inbox.
+INBOX_ENV, OUTPUT_ROOT_ENV = "PYAMA_INBOX", "PYAMA_OUTPUT_ROOT"
+
+
+def configured_folders() -> tuple[list[str], str]:
+    """The inbox folders (``$PYAMA_INBOX``, separated by ``os.pathsep``) and the output root
+    (``$PYAMA_OUTPUT_ROOT``) of this process.
+
+    Raises
+    ------
+    InboxPathError
+        Either is unset or relative.
+    """
+    inbox = [f for f in os.environ.get(INBOX_ENV, "").split(os.pathsep) if f]
+    output_root = os.environ.get(OUTPUT_ROOT_ENV, "")
+    for name, value in [(INBOX_ENV, f) for f in inbox or [""]] + [(OUTPUT_ROOT_ENV, output_root)]:
+        if not value or not Path(value).is_absolute():
+            raise InboxPathError(
+                Path(value or "."),
+                f"${name} must name an absolute folder: run this deployment through "
+                "`pyama serve`, or set it in the environment of the `prefect worker`",
+            )
+    return inbox, output_root
+
+
+def is_acquisition(path: str | Path) -> bool:
+    """Whether ``path`` names an acquisition file: ND2 or OME-TIFF, not hidden.
+
+    Copy tools (rsync, robocopy, Finder) write to hidden temporary names first and rename at
+    the end, so a hidden file is never an acquisition yet.
+
+    Examples
+    --------
+    >>> is_acquisition("/data/exp1.ND2"), is_acquisition("/data/.exp1.nd2.XyZ12")
+    (True, False)
+    >>> is_acquisition("plate_3.ome.tiff"), is_acquisition("notes.txt")
+    (True, False)
+    """
+    name = Path(path).name
+    return not name.startswith(".") and name.lower().endswith(ACQUISITION_SUFFIXES)
+
+
+def find_acquisitions(root: str | Path) -> list[Path]:
+    """Every acquisition file under ``root`` (sub-folders included, hidden folders skipped),
+    sorted. Symlinks are listed as they are; :func:`resolve_in_inbox` decides on them."""
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(folder) / f for f in files if is_acquisition(f)]
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class FileVersion:
+    """One version of an acquisition file: resolved ``path``, ``size`` in bytes, ``mtime_ns``."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> FileVersion:
+        """The version of the file at ``path`` now (symlinks resolved)."""
+        resolved = Path(path).resolve()
+        st = resolved.stat()
+        return cls(str(resolved), int(st.st_size), int(st.st_mtime_ns))
+
+    def describe(self) -> str:
+        """``"/inbox/exp1.nd2 (12.3 MB, modified 2026-12-01T10:00:00+00:00)"``"""
+        return f"{self.path} ({self.size / 1e6:.1f} MB, modified {iso_time(self.mtime_ns / 1e9)})"
+
+
+def _roots(inbox: str | Path | Sequence[str | Path]) -> list[Path]:
+    items = [inbox] if isinstance(inbox, str | Path) else list(inbox)
+    return [Path(r).expanduser().resolve() for r in items]
+
+
+def resolve_in_inbox(
+    path: str | Path, inbox: str | Path | Sequence[str | Path]
+) -> tuple[Path, Path]:
+    """``path`` with symlinks resolved, and the inbox root that holds it.
+
+    Nothing is read from a refused path: the check looks at names only.
+
+    Raises
+    ------
+    InboxPathError
+        ``path`` is relative, or resolves (through ``..`` or a symlink) outside every root,
+        or does not exist, or is not an acquisition file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> inbox = Path(tempfile.mkdtemp())
+    >>> _ = (inbox / "exp1.nd2").write_bytes(b"")
+    >>> resolve_in_inbox(inbox / "exp1.nd2", inbox)[0].name
+    'exp1.nd2'
+    >>> resolve_in_inbox("/etc/passwd", inbox)
+    Traceback (most recent call last):
+    ...
+    pyama_lib.core.errors.InboxPathError: /etc/passwd: is outside the inbox ...
+    """
+    roots = _roots(inbox)
+    given = Path(path)
+    where = ", ".join(map(str, roots))
+    if not given.is_absolute():
+        raise InboxPathError(given, f"is not an absolute path; give the full path in {where}")
+    try:
+        resolved = given.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop (RuntimeError before
+        # Python 3.13), a NUL byte (ValueError)
+        raise InboxPathError(given, f"cannot be resolved ({exc}); refused") from None
+    # the deepest root holding the file: the output folder must not depend on their order
+    for root in sorted(roots, key=lambda r: len(r.parts), reverse=True):
+        if resolved.is_relative_to(root):
+            break
+    else:
+        via = f" (it resolves to {resolved})" if resolved != given else ""
+        raise InboxPathError(given, f"is outside the inbox {where}{via}; refused, nothing read")
+    if not is_acquisition(resolved):
+        raise InboxPathError(given, "is not an ND2 or OME-TIFF acquisition; refused")
+    if not resolved.is_file():
+        raise InboxPathError(given, "does not exist (any more) or is not a file")
+    return resolved, root
+
+
+def output_folder(acquisition: Path, root: Path, output_root: str | Path) -> Path:
+    """``<output_root>/<sub-folders of the inbox>/<base name>``: outputs mirror the inbox.
+
+    Examples
+    --------
+    >>> output_folder(Path("/inbox/2026-12-01/exp1.nd2"), Path("/inbox"), "/results")
+    PosixPath('/results/2026-12-01/exp1')
+    """
+    relative = acquisition.relative_to(root).parent
+    return Path(output_root).expanduser().absolute() / relative / acquisition_base_name(acquisition)
+
+
+def not_ready(
+    path: str | Path, quiet_seconds: float, unchanged_for: float | None = None
+) -> str | None:
+    """None when the acquisition at ``path`` is complete, else why it is not yet.
+
+    ``unchanged_for`` is how long a watcher has seen the file's size and time unchanged; by
+    default the age of its modification time. Below ``quiet_seconds`` the file is still
+    being written; after that it must open cleanly with PyAMA Flow's reader.
+    """
+    if unchanged_for is None:
+        unchanged_for = time.time() - Path(path).stat().st_mtime
+    if unchanged_for < quiet_seconds:
+        quiet = f"{max(unchanged_for, 0):.0f} of {quiet_seconds:g} s"
+        return f"still being written (unchanged for {quiet})"
+    try:
+        with open_acquisition(path):
+            return None
+    except PyamaError as exc:
+        return f"does not open yet: {getattr(exc, 'problem', exc)}"
+    except OSError as exc:
+        return f"cannot be read yet: {exc}"
+
+
+# -- what was processed -------------------------------------------------------------------
+
+
+def record_processed(out_dir: str | Path, version: FileVersion, **details: Any) -> Path:
+    """Write ``<out_dir>/inbox.yaml``: ``version`` was processed into this folder (written last,
+    atomically, so a killed run never leaves it)."""
+    path = Path(out_dir) / PROCESSED_RECORD
+    record = {**asdict(version), "processed": iso_time(), **details}
+    atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))
+    return path
+
+
+def is_processed(out_dir: str | Path, version: FileVersion) -> bool:
+    """Whether ``<out_dir>/inbox.yaml`` says this very version was processed there."""
+    try:
+        record = yaml.safe_load((Path(out_dir) / PROCESSED_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):  # missing, not UTF-8, not YAML
+        return False
+    if not isinstance(record, dict):
+        return False
+    return all(record.get(k) == v for k, v in asdict(version).items())

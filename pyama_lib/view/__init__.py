@@ -1,0 +1,1 @@
+"""Looking at processed FOVs in napari (the optional ``[view]`` extra): ``pyama view``."""
