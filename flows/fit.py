@@ -169,7 +169,7 @@ def _figures(csv: Path, table: pd.DataFrame, fitted: pd.DataFrame, model: str) -
     dense = np.linspace(t.min(), t.max(), 200) if t.size else t
     params = fitted[list(spec.param_names)].to_numpy(dtype=float)
     curves = spec.evaluate(dense, params).T
-    stem = fitted_paths(csv)[0].with_suffix("")
+    stem = fitted_paths(csv)[0].name.removesuffix(".csv")
     examples = fit_examples_figure(
         t,
         table.to_numpy(dtype=float),
@@ -185,8 +185,8 @@ def _figures(csv: Path, table: pd.DataFrame, fitted: pd.DataFrame, model: str) -
         f"{csv.stem}: fitted {model} parameters ({len(good)} cells)",
     )
     return [
-        save_png(examples, stem.with_name(stem.name + "_examples.png")),
-        save_png(histograms, stem.with_name(stem.name + "_histograms.png")),
+        save_png(examples, csv.with_name(f"{stem}_examples.png")),
+        save_png(histograms, csv.with_name(f"{stem}_histograms.png")),
     ]
 
 

@@ -83,6 +83,17 @@ def test_bad_counts_exit_2_before_anything_runs(tmp_path, capsys, extra, needle)
     assert not out.exists()
 
 
+def test_a_parameters_file_that_is_not_utf8_is_bad_input(tmp_path, capsys):
+    params = tmp_path / "lab.yaml"
+    params.write_bytes("segmentation:\n  n_sigma: 3  # \u00b5m\n".encode("latin-1"))
+    out = tmp_path / "out"
+    code = cli_main(["process", str(tmp_path / "acq.nd2"), "-o", str(out), "--params", str(params)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{params}: not UTF-8 text (byte 30 is 0xb5)" in err
+    assert "Traceback" not in err and not out.exists()
+
+
 def test_an_internal_error_prints_one_line_and_keeps_the_traceback_in_a_log(
     tmp_path, capsys, monkeypatch
 ):

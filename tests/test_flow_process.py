@@ -139,10 +139,23 @@ def test_traces_equal_library_stages_called_directly(reference_run, acquisition,
 
 
 def test_rerun_skips_everything(reference_run, acquisition):
+    """...and removes the temp files a killed run left (they are never taken for results)."""
     out, _ = reference_run
+    csv = next((out / "fov_001").glob("*_traces_ch_1.csv"))
+    leftovers = [
+        csv.with_name(f".{csv.name}.{'a' * 32}.tmp"),
+        out / "traces.parquet" / "fov=1" / "channel=1" / f".part-0.parquet.{'b' * 32}.tmp",
+        out / f".processing_results.yaml.{'c' * 32}.tmp",
+    ]
+    kept = out / ".notes.tmp"  # not a temp file of ours
+    for path in [*leftovers, kept]:
+        path.write_text("half written")
+        os.utime(path, (time.time() - 60, time.time() - 60))
     summary = process_acquisition(str(acquisition), str(out), fl=FL, runner="thread")
     assert summary.fovs_skipped == [0, 1, 2]
     assert set(load_run_yaml(out)[-1].timings[0].values()) == {"skipped"}
+    assert not any(p.exists() for p in leftovers) and kept.exists()
+    kept.unlink()
 
 
 def test_tracks_tables_follow_the_traces_and_a_deleted_one_is_redone(reference_run, acquisition):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pickle
@@ -10,12 +11,14 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+import pyama_lib.io.lock as lock_module
 from pyama_lib.core.errors import OutputDirError, PyamaError, RunLockedError
 from pyama_lib.io.lock import LOCK_NAME, OutputLock, read_lock_info
 
@@ -262,3 +265,42 @@ def test_racing_processes_exactly_one_wins(tmp_path: Path) -> None:
             p.stdin.close()
             p.wait(timeout=10)
     assert not (out / LOCK_NAME).exists()
+
+
+# How Linux's NFS client implements flock(2): as a POSIX lock on the whole file, which refuses
+# an exclusive lock on a descriptor not open for writing (EBADF).
+def _nfs_flock(fd: int, operation: int) -> None:
+    fcntl.lockf(fd, operation)
+
+
+_NFS_HOLDER = (
+    "import fcntl, types, pyama_lib.io.lock as m\n"
+    "m.fcntl = types.SimpleNamespace(LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB, "
+    "flock=fcntl.lockf)\n" + _HOLDER
+)
+
+
+def test_the_lock_works_where_flock_is_a_posix_lock_as_on_nfs(tmp_path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _NFS_HOLDER, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    nfs = types.SimpleNamespace(LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB, flock=_nfs_flock)
+    monkeypatch.setattr(lock_module, "fcntl", nfs)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        with pytest.raises(RunLockedError, match=f"pid {proc.pid}"):
+            OutputLock(out).acquire()
+        proc.kill()
+        proc.wait(timeout=10)
+        with OutputLock(out) as lock:  # the killed run's lock is taken over
+            assert lock.takeover_note is not None and f"pid {proc.pid}" in lock.takeover_note
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)

@@ -98,6 +98,29 @@ def test_missing_delta_t_uses_interval(tmp_path: Path) -> None:
         np.testing.assert_array_equal(acq.frame_times(0), [0.0, 1.0, 2.0, 3.0])
 
 
+def test_time_increment_gives_the_times_and_a_fallback_is_said(tmp_path: Path) -> None:
+    data = _data(1, 3, 2)[0]
+    path = tmp_path / "inc.ome.tif"
+    meta = {"axes": "TCYX", "TimeIncrement": 10.0, "TimeIncrementUnit": "min"}
+    tifffile.imwrite(path, data, metadata=meta)
+    with open_acquisition(path) as acq:
+        np.testing.assert_array_equal(acq.frame_times(0), [0.0, 10.0, 20.0])
+        assert acq.times_note is None
+    seconds = tmp_path / "inc_s.ome.tif"
+    tifffile.imwrite(seconds, data, metadata={"axes": "TCYX", "TimeIncrement": 90.0})
+    with open_acquisition(seconds) as acq:  # OME's default unit: the second
+        np.testing.assert_array_equal(acq.frame_times(0), [0.0, 1.5, 3.0])
+    bare = tmp_path / "bare.ome.tif"
+    tifffile.imwrite(bare, data, metadata={"axes": "TCYX"})
+    with open_acquisition(bare) as acq:
+        np.testing.assert_array_equal(acq.frame_times(0), [0.0, 1.0, 2.0])
+        assert acq.times_note == (
+            f"{bare}: the file records no frame times (no OME DeltaT or TimeIncrement); frame t "
+            "is taken at t x 1 min (PyAMA's fallback). Give the real interval with --interval "
+            "MINUTES (pyama process, pyama info)"
+        )
+
+
 @pytest.mark.parametrize(("unit", "factor"), [("ms", 1 / 60_000), ("h", 60.0), ("s", 1 / 60)])
 def test_delta_t_units(tmp_path: Path, unit: str, factor: float) -> None:
     data = _data(1, 3, 1)[0]

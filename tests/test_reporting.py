@@ -92,3 +92,30 @@ def test_failed_fovs_raise_an_error_carrying_the_summary(acq, tmp_path):
     copy = pickle.loads(pickle.dumps(info.value))
     assert str(copy) == str(info.value)
     assert copy.summary.fovs_failed == [0] and copy.summary.run_yaml == summary.run_yaml
+
+
+def test_assumed_frame_times_are_said_in_run_yaml_and_by_pyama_info(tmp_path, capsys):
+    import numpy as np
+    import tifffile
+
+    from flows.cli.main import main as cli_main
+
+    path = tmp_path / "bare.ome.tif"
+    frames = np.random.default_rng(0).integers(0, 4000, (3, 2, 32, 32), dtype=np.uint16)
+    tifffile.imwrite(path, frames, metadata={"axes": "TCYX"})
+    plan = plan_jobs(path, tmp_path / "out", Channels(pc=0, fl=[1]))
+    start_run_record(plan, list(STAGES), time.time(), SETTINGS)
+    (record,) = load_run_yaml(tmp_path / "out")
+    assert record.warnings == [
+        f"{path}: the file records no frame times (no OME DeltaT or TimeIncrement); frame t is "
+        "taken at t x 1 min (PyAMA's fallback). Give the real interval with --interval MINUTES "
+        "(pyama process, pyama info)"
+    ]
+    assert cli_main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "times:    0-2 min, every 1 min (FOV 0)" in out
+    assert "note:     the file records no frame times" in out
+    assert cli_main(["info", str(path), "--interval", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "times:    0-20 min, every 10 min (FOV 0)" in out
+    assert "frame t is taken at t x 10 min, the interval given" in out

@@ -74,6 +74,14 @@ def test_sample_record_normalises_and_checks():
         ("samples:\n  - name: a\n    fovs: [0, -1]\n", r"sample 'a': FOVs must be integers"),
         ("samples:\n  - name: a\n    fovs: [0, x]\n", r"sample 'a': FOVs must be integers"),
         ("samples:\n  - name: a\n    fovs: true\n", r"sample 'a': fovs must be a list"),
+        (
+            "samples:\n  - name: a\n    fovs: '0-3000000000'\n",
+            r"sample 'a': FOV range '0-3000000000' goes beyond FOV 99999",
+        ),
+        (
+            "samples:\n  - name: a\n    fovs: [0, 3000000000]\n",
+            r"sample 'a': FOVs must be integers",
+        ),
         ("samples: [{name: a, fovs: [0]}, {name: a, fovs: [1]}]\n", r"two samples are named 'a'"),
         (
             "samples: [{name: WT, fovs: [0]}, {name: wt, fovs: [1]}]\n",

@@ -8,9 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyama_lib.core.errors import FovOutOfRangeError, ParamsError, StoreError
+from pyama_lib.core.errors import FovOutOfRangeError, ParamsError, ResultsFileError, StoreError
 from pyama_lib.core.selection import STAGES, Channels
-from pyama_lib.io.traces import read_traces_csv, read_traces_parquet, traces_csv_path
+from pyama_lib.io.traces import (
+    read_traces_csv,
+    read_traces_parquet,
+    traces_csv_path,
+)
+from pyama_lib.io.tracks import tracks_csv_path
 from pyama_lib.pipeline.plan import plan_jobs
 from pyama_lib.pipeline.processing_params import ProcessingParams, parse_params
 from pyama_lib.pipeline.stages import run_stage
@@ -127,6 +132,9 @@ def test_parameters_are_parsed_once_into_typed_sections(acq, tmp_path):
 def test_fov_selection_outside_the_file_names_it(acq, tmp_path):
     with pytest.raises(FovOutOfRangeError, match=r"synthetic.ome.tif.*\[2, 3\]"):
         plan_jobs(acq, tmp_path, Channels(pc=0, fl=[1]), fovs="0, 2-3")
+    # A huge range is refused by its ends, before it is expanded (that would fill the memory).
+    with pytest.raises(FovOutOfRangeError, match=r"FOV\(s\) 2-3000000000 outside"):
+        plan_jobs(acq, tmp_path, Channels(pc=0, fl=[1]), fovs="0-3000000000")
 
 
 def test_stage_subset_then_rest_equals_one_pass(acq, tmp_path):
@@ -166,4 +174,31 @@ def test_missing_parquet_partition_is_rewritten(acq, tmp_path):
     ).reset_index(drop=True)
     parquet = read_traces_parquet(dataset)
     assert list(parquet.channel.unique()) == [1] and len(csv) > 0
+    pd.testing.assert_frame_equal(parquet.drop(columns="channel"), csv, atol=1e-6)
+
+
+def test_extraction_killed_halfway_leaves_no_marker_over_mixed_files(acq, tmp_path):
+    """Run A extracts; run B (another feature) dies after its CSV and Parquet, before its
+    tracks table; run A again must redo extraction, not take its old marker as standing over
+    B's traces."""
+    job_a = _job(acq, tmp_path)
+    for s in STAGES:
+        run_stage(s, job_a)
+    job_b = _job(acq, tmp_path, params={"extraction": {"features": ["intensity_mean"]}})
+    tracks = tracks_csv_path(tmp_path, "synthetic", 0, 1)
+    kept = tracks.read_bytes()
+    tracks.unlink()
+    tracks.mkdir()  # run B's tracks table cannot be written: B stops there
+    (tracks / "keep").write_text("")
+    with pytest.raises(ResultsFileError, match="cannot write the tracks table"):
+        run_stage("extract", job_b)
+    shutil.rmtree(tracks)
+    tracks.write_bytes(kept)  # every file of the extract stage is present again
+    assert "intensity_mean" in read_traces_csv(traces_csv_path(tmp_path, "synthetic", 0, 1))
+
+    again = run_stage("extract", job_a)
+    assert again.written and not again.skipped
+    csv = read_traces_csv(traces_csv_path(tmp_path, "synthetic", 0, 1))
+    assert "intensity_mean" not in csv.columns
+    parquet = read_traces_parquet(tmp_path / "traces.parquet")
     pd.testing.assert_frame_equal(parquet.drop(columns="channel"), csv, atol=1e-6)

@@ -118,6 +118,21 @@ def test_inspected_file_is_preferred(tmp_path: Path) -> None:
     assert not read_traces_csv(inspected_csv_path(path))["good"].all()
 
 
+def test_a_mark_left_empty_is_refused_not_read_as_good(tmp_path: Path) -> None:
+    # A spreadsheet saving the inspected file leaves an unknown mark empty: the column is then
+    # float with NaN, which would cast to True.
+    df = _traces(fov=1)
+    path = write_traces_csv(df, traces_csv_path(tmp_path, "exp", 1, 1))
+    marks = df.copy()
+    marks["good"] = 1.0
+    marks.loc[3, "good"] = np.nan
+    marks.to_csv(inspected_csv_path(path), index=False)
+    with pytest.raises(
+        ResultsFileError, match=r"_inspected.csv: .*good is empty in data row 4 \(line 5"
+    ):
+        read_traces_csv(path)
+
+
 def test_bad_tables_and_files_raise(tmp_path: Path) -> None:
     with pytest.raises(InputDataError, match="position_x"):
         write_traces_csv(_traces(0).drop(columns=["position_x"]), tmp_path / "a.csv")

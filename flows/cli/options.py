@@ -77,6 +77,24 @@ def add_process_arguments(p: argparse.ArgumentParser) -> None:
         default="nominal",
         help="ND2 frame times: nominal (PyAMA) or measured time stamps",
     )
+    p.add_argument(
+        "--interval",
+        type=float,
+        metavar="MINUTES",
+        help="OME-TIFF without frame times: minutes between frames (default: 1, PyAMA's)",
+    )
+
+
+def reader_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The reader's options among ``args``: only those given, so each format sees its own."""
+    options: dict[str, Any] = {}
+    if args.times != "nominal":
+        options["times"] = args.times
+    if args.interval is not None:
+        if not args.interval > 0:
+            raise ParamsError(f"--interval must be more than 0 minutes, got {args.interval:g}")
+        options["interval_min"] = args.interval
+    return options
 
 
 def process_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,7 +110,7 @@ def process_options(args: argparse.Namespace) -> dict[str, Any]:
         "fovs": args.fovs,
         "dask_address": args.dask_address,
         "stages": stages,
-        "reader_options": {"times": args.times} if args.times != "nominal" else {},
+        "reader_options": reader_options(args),
     }
     plan_jobs(
         args.input,
@@ -112,7 +130,12 @@ def load_params_file(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ParamsError(
+            f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); save "
+            "the parameters file as UTF-8"
+        ) from None
     except (OSError, yaml.YAMLError) as exc:
         raise ParamsError(f"{path}: cannot read parameters: {exc}") from None
     if not isinstance(data, dict):

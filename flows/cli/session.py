@@ -139,6 +139,14 @@ class ApiServer:
             "(docs/processing.md)."
         )
 
+    def abandon(self) -> None:
+        """Stop a server that has served nothing yet (the command's checks failed): killed at
+        once, as uvicorn would finish its whole start-up before obeying a SIGTERM."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -173,7 +181,7 @@ def start_api_server_during(check: Callable[[], T]) -> tuple[ApiServer | None, T
         return server, check()
     except BaseException:
         if server is not None:
-            server.stop()
+            server.abandon()
         raise
 
 

@@ -89,6 +89,8 @@ def _print_acquisition(path: Path, **options: Any) -> None:
         print(f"shape:    {acq.height} x {acq.width}")
         print(f"dtype:    {acq.dtype}")
         print(f"times:    {describe_times(acq.frame_times(0))} (FOV 0)")
+        if acq.times_note:
+            print(f"note:     {acq.times_note.removeprefix(f'{acq.path}: ')}")
 
 
 def describe_times(times_min: np.ndarray) -> str:

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from flows.support.artifacts import artifact_key
 from pyama_lib.core.errors import PartialFailure
+from pyama_lib.io.atomic import remove_leftover_temps
 from pyama_lib.io.plain import iso_time
 from pyama_lib.io.results_yaml import results_file_path, update_results_file
 from pyama_lib.io.traces import PARQUET_DIR
@@ -176,6 +178,7 @@ def start_run_record(
         parameters={**plan.describe(), "stages": stages},
         settings=settings,
         input=plan.input,
+        warnings=list(plan.warnings),
     )
     write_run_yaml(record, plan.output_dir)
     return record
@@ -193,6 +196,14 @@ def record_run(
     another acquisition's run may have taken the folder since this run was planned.
     """
     check_output_owner(plan.output_dir, plan.input, plan.base_name)
+    leftovers = remove_leftover_temps(plan.output_dir, older_than=started)
+    if leftovers:
+        get_run_logger().warning(
+            "%s: removed %d temporary file(s) left by an interrupted run (e.g. %s)",
+            plan.output_dir,
+            len(leftovers),
+            leftovers[0].name,
+        )
     record = start_run_record(plan, stages, started, settings)
     try:
         yield record

@@ -65,6 +65,13 @@ def parse_fovs(spec: str | Sequence[int], n_fovs: int) -> list[int]:
                 ) from None
             if end < start:
                 raise ValueError(f"bad FOV range {part!r}: end before start")
+            if end >= n_fovs:  # before expanding: "0-3000000000" would fill the memory
+                lo = max(start, n_fovs)
+                shown = list(range(lo, end + 1)) if end - lo < 10 else f"{lo}-{end}"
+                raise IndexError(
+                    f"FOV(s) {shown} outside the acquisition, which has {n_fovs} FOV(s) "
+                    f"(0-{n_fovs - 1})"
+                )
             fovs.update(range(start, end + 1))
     else:
         fovs = {int(f) for f in spec}

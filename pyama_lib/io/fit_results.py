@@ -31,12 +31,14 @@ def fitted_paths(analysis_csv: str | Path) -> tuple[Path, Path]:
 
     Examples
     --------
-    >>> [p.name for p in fitted_paths("/data/merged/A_intensity_total_ch_1.csv")]
-    ['A_intensity_total_ch_1_fitted.csv', 'A_intensity_total_ch_1_fitted.parquet']
+    >>> [p.name for p in fitted_paths("/data/merged/dox 0.1uM_intensity_total_ch_1.csv")]
+    ['dox 0.1uM_intensity_total_ch_1_fitted.csv', 'dox 0.1uM_intensity_total_ch_1_fitted.parquet']
     """
     path = Path(analysis_csv)
-    stem = path.with_name(path.stem + FITTED_SUFFIX)
-    return stem.with_suffix(".csv"), stem.with_suffix(".parquet")
+    # Names are joined, never cut with with_suffix: that would cut at a dot of the sample
+    # name ("dox 0.1uM" and "dox 0.5uM" would both become "dox 0.csv").
+    stem = path.stem + FITTED_SUFFIX
+    return path.with_name(stem + ".csv"), path.with_name(stem + ".parquet")
 
 
 _TRACES_CSV = re.compile(r"_traces_ch_\d+(_inspected)?\.csv$")

@@ -109,7 +109,10 @@ def _try_flock(fd: int) -> bool | None:
     except OSError as exc:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             return False
-        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+        # EBADF: NFS emulates flock with POSIX locks, which refuse a descriptor not open for
+        # writing (flock(2), NOTES); the lock file is opened read-write, so this is a share
+        # mounted read-only or a file of another user: no lock to be had here.
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
             return None
         raise
     return True
@@ -317,7 +320,8 @@ class OutputLock:
     def _inspect_existing(self) -> None:
         """Decide about an existing lock file: raise if live, remove if stale, return to retry."""
         try:
-            fd = os.open(self.lock_path, os.O_RDONLY)
+            # Read-write: an exclusive lock on NFS needs a descriptor open for writing.
+            fd = os.open(self.lock_path, os.O_RDWR)
         except FileNotFoundError:
             return  # released meanwhile: retry the create
         except OSError as exc:

@@ -44,8 +44,9 @@ _NAME_RULE = (
     "use ASCII letters, digits, '-', '_', '.', '+' and spaces, starting with a letter or digit "
     "and not ending with a space or dot"
 )
-# parse_fovs checks an upper bound; a sample file alone has none, so allow any index.
-_NO_UPPER_BOUND = 2**62
+# parse_fovs checks an upper bound; a samples file alone has none, so it gets one no
+# acquisition reaches, which keeps a mistyped range from expanding into billions of FOVs.
+MAX_SAMPLE_FOVS = 100_000
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,7 @@ class Sample:
         check_sample_name(self.name)
         spec = self.fovs
         if isinstance(spec, str):
-            try:
-                spec = parse_fovs(spec, _NO_UPPER_BOUND)
-            except ValueError as exc:
-                raise ParamsError(f"sample {self.name!r}: {exc}") from None
+            spec = _parse_range(spec, f"sample {self.name!r}")
         fovs = tuple(sorted({int(f) for f in spec}))
         if not fovs:
             raise ParamsError(f"sample {self.name!r} has no FOVs")
@@ -204,14 +202,17 @@ def _parse_fovs(spec: Any, where: str) -> tuple[int, ...]:
     if isinstance(spec, int):
         spec = [spec]
     if isinstance(spec, str):
-        try:
-            return tuple(parse_fovs(spec, _NO_UPPER_BOUND))
-        except ValueError as exc:
-            raise ParamsError(f"{where}: {exc}") from None
+        return tuple(_parse_range(spec, where))
     if isinstance(spec, list):
-        bad = [f for f in spec if isinstance(f, bool) or not isinstance(f, int) or f < 0]
+        bad = [
+            f
+            for f in spec
+            if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < MAX_SAMPLE_FOVS
+        ]
         if bad:
-            raise ParamsError(f"{where}: FOVs must be integers 0 or more, got {bad}")
+            raise ParamsError(
+                f"{where}: FOVs must be integers from 0 to {MAX_SAMPLE_FOVS - 1}, got {bad}"
+            )
         return tuple(sorted(set(spec)))
     raise ParamsError(f"{where}: fovs must be a list or a range like '0-5, 7', got {spec!r}")
 
@@ -279,3 +280,15 @@ def check_fovs(
             f"{source}: {'; '.join(problems)} that have no traces in the results "
             f"(FOVs with traces: {there}); fix the samples file or process those FOVs first"
         )
+
+
+def _parse_range(spec: str, where: str) -> list[int]:
+    try:
+        return parse_fovs(spec, MAX_SAMPLE_FOVS)
+    except ValueError as exc:
+        raise ParamsError(f"{where}: {exc}") from None
+    except IndexError:
+        raise ParamsError(
+            f"{where}: FOV range {spec!r} goes beyond FOV {MAX_SAMPLE_FOVS - 1}; "
+            "no acquisition has that many FOVs (a typo?)"
+        ) from None

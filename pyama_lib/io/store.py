@@ -205,6 +205,16 @@ class FovStore:
         marker = self.output_marker(key)
         return marker is not None and marker.get("params") == _normalise(params)
 
+    def unmark_output(self, key: str) -> None:
+        """Forget output ``key``'s marker: call it before rewriting the output's files, so that a
+        run killed halfway leaves no marker standing over files of two parameter sets."""
+        if self.output_marker(key) is None:
+            return
+        group = self._group()
+        markers = dict(group.attrs.get(OUTPUTS_ATTR, {}))
+        markers.pop(key, None)
+        group.attrs[OUTPUTS_ATTR] = markers
+
     def mark_output(self, key: str, params: Mapping[str, Any], **facts: Any) -> None:
         """Record that output ``key`` was fully written with ``params`` (plus small facts)."""
         group = self._group()

@@ -149,6 +149,11 @@ def _as_bool(values: np.ndarray) -> np.ndarray:
     if values.dtype == np.bool_:
         return values
     if np.issubdtype(values.dtype, np.number):
+        # A missing mark (a spreadsheet's empty cell reads as NaN) is not "good": NaN would
+        # cast to True. Unknown is refused, naming the row.
+        missing = np.flatnonzero(pd.isna(values))
+        if missing.size:
+            raise ValueError(f"good is empty in {_row(int(missing[0]))}; mark it true or false")
         return values.astype(bool)
     # Text from CSVs written by other tools: accept the spellings pandas and Excel produce.
     out = np.empty(len(values), dtype=bool)
@@ -159,8 +164,12 @@ def _as_bool(values: np.ndarray) -> np.ndarray:
         elif text in _FALSE:
             out[i] = False
         else:
-            raise ValueError(f"good has a value {v!r} that is neither true nor false")
+            raise ValueError(f"good has a value {v!r} in {_row(i)} that is neither true nor false")
     return out
+
+
+def _row(index: int) -> str:
+    return f"data row {index + 1} (line {index + 2} of a CSV)"
 
 
 def _arrow_schema(df: pd.DataFrame) -> pa.Schema:

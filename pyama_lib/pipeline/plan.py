@@ -140,6 +140,8 @@ def plan_jobs(
 
 
 def _time_warnings(acq: Acquisition, times: tuple[float, ...]) -> list[str]:
+    if acq.times_note:
+        return [acq.times_note]
     if acq.n_frames > 1 and max(times) == min(times):
         # Some ND2 time loops record no period (cluster.nd2): every nominal time is 0 and
         # the fitted kinetics would be meaningless.

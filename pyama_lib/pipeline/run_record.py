@@ -97,6 +97,8 @@ class RunRecord:
     ``"running"``, ``"completed"`` or ``"failed"``. ``settings`` holds how the run was executed
     (runner, workers, batch size, retries, reader options, orchestrator run id): they do not
     change the numbers, but a reviewer comparing timings or retracing a run needs them.
+    ``warnings`` are what the run said about its input or output folder (assumed frame times,
+    results set aside) that a reader of its numbers must know.
     """
 
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -111,6 +113,7 @@ class RunRecord:
     versions: dict[str, str] = field(default_factory=library_versions)
     timings: dict[int, dict[str, Timing]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def record_timing(self, fov: int, stage: str, seconds: float) -> None:
         """Store how long ``stage`` took on ``fov`` (rounded to ms for a readable file)."""
@@ -145,6 +148,7 @@ class RunRecord:
         for name in ("parameters", "settings", "summary", "versions"):
             kwargs[name] = dict(data.get(name) or {})
         kwargs["command"] = list(data.get("command") or [])
+        kwargs["warnings"] = [str(w) for w in data.get("warnings") or []]
         return cls(**kwargs)
 
 

@@ -256,6 +256,7 @@ def _extract(job: FovJob, store: FovStore, result: StageResult, p: ProcessingPar
         df = extract_traces(
             store.frames(labels_name), store.frames(fl_name), times, job.fov, params
         )
+        store.unmark_output(key)
         write_traces_csv(df, csv)
         write_traces_partition(df, dataset, job.fov, c, metadata={SOURCE_METADATA_KEY: fl_name})
         write_tracks(df, tracks)  # for napari's Tracks layer

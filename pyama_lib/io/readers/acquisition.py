@@ -40,6 +40,9 @@ class Acquisition(ABC):
     channel_names: list[str]
     # Micrometres per pixel when the file is calibrated (the store's OME-Zarr scale), else None.
     pixel_size_um: float | None = None
+    # Set when the file holds no frame times and the reader assumes a fixed interval: a
+    # sentence saying so, for the run's log, run.yaml and ``pyama info``.
+    times_note: str | None = None
 
     def __init__(self, path: str | Path, **options: Any) -> None:
         self.path = Path(path)

@@ -46,10 +46,11 @@ class OmeTiffAcquisition(Acquisition):
     path
         The ``.ome.tif``/``.ome.tiff``/``.tif`` file.
     interval_min
-        Minutes between frames, used only when the file has no OME ``DeltaT`` per plane.
+        Minutes between frames, used only when the file records no frame times (no OME
+        ``DeltaT`` per plane, no ``TimeIncrement``); without it, PyAMA's 1 min.
     """
 
-    def __init__(self, path: str | Path, interval_min: float = 1.0) -> None:
+    def __init__(self, path: str | Path, interval_min: float | None = None) -> None:
         super().__init__(path, interval_min=interval_min)
 
     # -- Acquisition interface --------------------------------------------------------
@@ -103,7 +104,7 @@ class OmeTiffAcquisition(Acquisition):
         self.check_fov(fov)
         times = self._times[fov]
         if times is None:
-            return np.arange(self.n_frames, dtype=np.float64) * float(self._options["interval_min"])
+            return np.arange(self.n_frames, dtype=np.float64) * self._interval_min
         return times.copy()
 
     # -- indexing ---------------------------------------------------------------------
@@ -142,8 +143,20 @@ class OmeTiffAcquisition(Acquisition):
             )
         self.channel_names = names[0] or [f"ch{c}" for c in range(self.n_channels)]
         self.pixel_size_um = _pixel_size_um(images[0]) if images else None
-        times = [_delta_t_minutes(self.path, img, self.n_frames) for img in images]
+        times = [_times_minutes(self.path, img, self.n_frames) for img in images]
         self._times: list[np.ndarray | None] = times or [None] * self.n_fovs
+        given = self._options["interval_min"]
+        self._interval_min = 1.0 if given is None else float(given)
+        if any(t is None for t in self._times):
+            note = f"{self.path}: the file records no frame times (no OME DeltaT or TimeIncrement)"
+            if given is None:
+                note += (
+                    "; frame t is taken at t x 1 min (PyAMA's fallback). Give the real interval "
+                    "with --interval MINUTES (pyama process, pyama info)"
+                )
+            else:
+                note += f"; frame t is taken at t x {self._interval_min:g} min, the interval given"
+            self.times_note = note
 
 
 class _TiffWarnings(logging.Handler):
@@ -250,6 +263,25 @@ def _pixel_size_um(pixels: ET.Element) -> float | None:
         return None
     um = float(size) * _MICROMETRES_PER_UNIT[unit]
     return um if um > 0 else None
+
+
+def _times_minutes(path: Path, pixels: ET.Element, n_frames: int) -> np.ndarray | None:
+    """Frame times in minutes: the planes' DeltaT, else ``Pixels@TimeIncrement`` per frame,
+    else None (the file has none)."""
+    times = _delta_t_minutes(path, pixels, n_frames)
+    increment = pixels.get("TimeIncrement")
+    if times is not None or increment is None:
+        return times
+    unit = pixels.get("TimeIncrementUnit", "s")
+    if unit not in _MINUTES_PER_UNIT:
+        raise UnsupportedFormatError(
+            path,
+            f"OME TimeIncrementUnit {unit!r} is not a time unit PyAMA Flow knows (s, ms, min, h)",
+        )
+    step = float(increment) * _MINUTES_PER_UNIT[unit]
+    if not np.isfinite(step) or step <= 0:
+        return None
+    return np.arange(n_frames, dtype=np.float64) * step
 
 
 def _delta_t_minutes(path: Path, pixels: ET.Element, n_frames: int) -> np.ndarray | None:
