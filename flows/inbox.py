@@ -82,6 +82,7 @@ def process_new_acquisition_flow(
     inbox, output_root = configured_folders()
     acquisition, root = resolve_in_inbox(path, inbox)  # refused: the run fails, nothing read
     version = FileVersion.of(acquisition)
+    _label_run(version)
     out = output_folder(acquisition, root, output_root)
     if is_processed(out, version):
         logger.info("%s was processed already into %s; nothing to do", acquisition, out)
@@ -125,6 +126,21 @@ def process_new_acquisition_flow(
     return AcquisitionOutcome(str(acquisition), str(out), "processed")
 
 
+#: The label a run of ``process_new_acquisition`` carries: the version of the file it took.
+VERSION_LABEL = "pyama.acquisition.version"
+
+
+def _label_run(version: FileVersion) -> None:
+    """Label this flow run with the file version it takes, so that a sweep can tell a run of
+    an earlier version from one of this version, whatever the file's times say."""
+    from prefect.client.orchestration import get_client
+
+    if flow_run.id is None:  # called as a plain function, not a flow run
+        return
+    with get_client(sync_client=True) as client:
+        client.update_flow_run_labels(flow_run.id, {VERSION_LABEL: version.label})
+
+
 def _recent_runs(deployment: str, since_ns: int) -> list[Any]:
     """The runs of ``deployment`` that may stand for a file changed at ``since_ns`` or later:
     those not finished yet (queued, late, running), and those that completed or failed since.
@@ -164,21 +180,25 @@ def _recent_runs(deployment: str, since_ns: int) -> list[Any]:
 
 def _handed_over(runs: list[Any], version: FileVersion) -> bool:
     """Whether one of ``runs`` (:func:`_recent_runs`) stands for this version and needs no
-    successor: not finished yet, or completed or failed after the file last changed. A
-    cancelled or crashed run (``pyama serve`` was stopped) does not count, so the next sweep
-    hands the acquisition over again."""
-    changed = version.mtime_ns / 1e9
+    successor: not finished yet, or completed or failed on this version. A cancelled or
+    crashed run (``pyama serve`` was stopped) does not count, so the next sweep hands the
+    acquisition over again."""
     return any(
         _same_file(run.parameters.get("path"), version.path)
-        and (
-            run.state_type in _UNFINISHED
-            or (
-                run.expected_start_time is not None
-                and run.expected_start_time.timestamp() >= changed
-            )
-        )
+        and (run.state_type in _UNFINISHED or _ran_on(run, version))
         for run in runs
     )
+
+
+def _ran_on(run: Any, version: FileVersion) -> bool:
+    # A finished run names the version it took (its label): a file copied in with its old
+    # time (cp -p, rsync -a, robocopy) is a new version though a run started after that time.
+    taken = (run.labels or {}).get(VERSION_LABEL)
+    if taken is not None:
+        return taken == version.label
+    # A run that ended before labelling itself: it started after the file last changed.
+    started = run.expected_start_time
+    return started is not None and started.timestamp() >= version.mtime_ns / 1e9
 
 
 def _same_file(given: object, path: str) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from pyama_lib.pipeline.run_record import load_run_yaml
 from pyama_lib.synthetic.generator import make_synthetic
@@ -296,6 +297,21 @@ def test_the_sweep_processes_complete_acquisitions_once(service):
     assert sweep()["state_type"] == "COMPLETED"
     time.sleep(2)
     assert len(api.runs(ACQUISITION)) == total  # the second sweep handed nothing over
+
+    # A new version of a copied in with its older time (cp -p, rsync -a): a's completed run
+    # started after that time, but it took another version; the sweep hands the new one over.
+    replaced = finished[0]
+    replaced.unlink()
+    shutil.copy(service["source"], replaced)
+    older = time.time() - 120
+    os.utime(replaced, (older, older))
+    assert sweep()["state_type"] == "COMPLETED"
+    runs = wait_for(
+        "the new version's run", lambda: final(api.runs_for(ACQUISITION, replaced), 2), 90
+    )
+    assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"]
+    record = yaml.safe_load((out / "a" / "inbox.yaml").read_text())
+    assert record["mtime_ns"] == replaced.stat().st_mtime_ns
 
 
 def test_the_work_pool_form_runs_the_deployments_of_prefect_yaml(service):

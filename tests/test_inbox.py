@@ -453,27 +453,28 @@ def test_record_processed_failing_keeps_the_old_record(
 # -- what was announced ------------------------------------------------------------------------
 
 
-def test_ledger_persists_across_instances(tmp_path: Path) -> None:
+def test_ledger_persists_across_instances(tmp_path: Path, inbox: Path) -> None:
     path = tmp_path / "state" / "pyama-flow" / "watch.json"  # parents created on first add
     ledger = AnnouncedLedger(path)
     assert len(ledger) == 0 and not path.exists()
-    a, b = FileVersion("/inbox/a.nd2", 10, 1), FileVersion("/inbox/b.nd2", 20, 2)
+    a = FileVersion.of(_touch(inbox / "a.nd2", b"a" * 10))
+    b = FileVersion.of(_touch(inbox / "b.nd2", b"b" * 20))
     ledger.add(a)
     ledger.add(b)
     again = AnnouncedLedger(path)
     assert len(again) == 2
     assert again.has(a) and again.has(b)
-    assert not again.has(FileVersion("/inbox/c.nd2", 10, 1))
+    assert not again.has(FileVersion(str(inbox / "c.nd2"), 10, a.mtime_ns))
     data = json.loads(path.read_text(encoding="utf-8"))
-    assert data["announced"]["/inbox/a.nd2"]["size"] == 10
-    assert data["announced"]["/inbox/b.nd2"]["mtime_ns"] == 2
-    assert "announced" in data["announced"]["/inbox/a.nd2"]
-    assert sorted(p.name for p in path.parent.iterdir()) == ["watch.json"]
+    assert data["announced"][a.path]["size"] == 10
+    assert data["announced"][b.path]["mtime_ns"] == b.mtime_ns
+    assert "announced" in data["announced"][a.path]
+    assert sorted(p.name for p in path.parent.iterdir()) == [".watch.json.lock", "watch.json"]
 
 
-def test_ledger_a_replaced_file_is_new(tmp_path: Path) -> None:
+def test_ledger_a_replaced_file_is_new(tmp_path: Path, inbox: Path) -> None:
     ledger = AnnouncedLedger(tmp_path / "watch.json")
-    first = FileVersion("/inbox/a.nd2", 10, 1)
+    first = FileVersion.of(_touch(inbox / "a.nd2", b"a" * 10))
     ledger.add(first)
     assert not ledger.has(FileVersion(first.path, 11, first.mtime_ns))  # new size
     assert not ledger.has(FileVersion(first.path, first.size, 2))  # new time
@@ -482,6 +483,21 @@ def test_ledger_a_replaced_file_is_new(tmp_path: Path) -> None:
     reopened = AnnouncedLedger(ledger.path)
     assert len(reopened) == 1
     assert reopened.has(second) and not reopened.has(first)
+
+
+def test_watchers_sharing_a_ledger_keep_each_others_entries(tmp_path: Path, inbox: Path) -> None:
+    path = tmp_path / "watch.json"
+    one, two = AnnouncedLedger(path), AnnouncedLedger(path)  # two watchers, both started
+    a = FileVersion.of(_touch(inbox / "a.nd2", b"a"))
+    b = FileVersion.of(_touch(inbox / "b.nd2", b"b"))
+    one.add(a)
+    two.add(b)  # two never saw a: it must not write a out of the file
+    assert AnnouncedLedger(path).has(a) and AnnouncedLedger(path).has(b)
+    # Entries of files that are gone are dropped at the next write: it does not grow forever.
+    Path(a.path).unlink()
+    c = FileVersion.of(_touch(inbox / "c.nd2", b"c"))
+    one.add(c)
+    assert sorted(json.loads(path.read_text())["announced"]) == [b.path, c.path]
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +22,10 @@ from pyama_lib.io.analysis_csv import (
     read_long_csv,
     wide_to_long,
 )
+from pyama_lib.io.marks import inspected_csv_path
 from pyama_lib.io.results_yaml import load_results, update_results_file
 from pyama_lib.io.samples import Sample
-from pyama_lib.io.traces import (
-    inspected_csv_path,
-    read_traces_csv,
-    traces_csv_path,
-    write_traces_csv,
-)
+from pyama_lib.io.traces import read_traces_csv, traces_csv_path, write_traces_csv
 from pyama_lib.pipeline.plan import plan_jobs
 from pyama_lib.pipeline.stages import results_entries, run_stage
 from pyama_lib.synthetic.generator import make_synthetic
@@ -160,6 +157,32 @@ def test_an_inspected_csv_beside_the_traces_wins(run, tmp_path):
     assert "fov_000_cell_3" in read_analysis_csv(result.files["ctrl", 2, "area"]).columns
     assert original.read_bytes() == before
     assert result.cells == {"ctrl": 4}  # cell 3 is still good in channel 2
+
+
+def test_marks_from_before_a_new_extraction_apply_to_the_cells_not_the_old_values(run, tmp_path):
+    """The person marked cells 3 and 4 bad; the FOV was then extracted again (new values, cell 4
+    gone, a new cell 9). The merge takes today's values, keeps the marks of the cells that
+    still exist, and says what did not fit."""
+    original = _csv(run, "synthetic", 0, 1)
+    old = read_traces_csv(original)
+    marks = old.copy()
+    marks.loc[marks.cell.isin([3, 4]), "good"] = False
+    inspected = inspected_csv_path(original)
+    write_traces_csv(marks, inspected)
+    os.utime(inspected, (time.time() - 3600, time.time() - 3600))  # saved an hour ago
+    new = old[old.cell != 4].copy()
+    new["area"] = new["area"] + 1000.0  # e.g. another segmentation
+    extra = old[old.cell == 1].assign(cell=9)
+    write_traces_csv(pd.concat([new, extra], ignore_index=True), original)
+
+    result = merge_samples(run, [Sample("ctrl", [0])], tmp_path / "m")
+    area = read_analysis_csv(result.files["ctrl", 1, "area"])
+    assert sorted(area.columns) == ["fov_000_cell_1", "fov_000_cell_2", "fov_000_cell_9"]
+    assert area["fov_000_cell_1"].min() > 1000.0  # today's values, not the inspected copy's
+    said = "\n".join(result.warnings)
+    assert f"{inspected}: is older than the traces it marks" in said
+    assert "marks 1 cell(s) (4) that the current traces do not have" in said
+    assert "does not mark 1 cell(s) (9); they count as good" in said
 
 
 def test_long_format_option_holds_the_same_values(processed, tmp_path):

@@ -10,8 +10,8 @@ import pyarrow.dataset as pads
 import pytest
 
 from pyama_lib.core.errors import InputDataError, ResultsFileError
+from pyama_lib.io.marks import inspected_csv_path, read_marked_traces
 from pyama_lib.io.traces import (
-    inspected_csv_path,
     read_traces_csv,
     read_traces_parquet,
     traces_csv_path,
@@ -110,12 +110,10 @@ def test_inspected_file_is_preferred(tmp_path: Path) -> None:
     inspected.loc[inspected["cell"] == 2, "good"] = False
     inspected.to_csv(inspected_csv_path(path), index=False)
 
-    preferred = read_traces_csv(path)
-    assert preferred.groupby("cell")["good"].all().to_dict() == {1: True, 2: False, 3: True}
-    original = read_traces_csv(path, prefer_inspected=False)
-    assert original["good"].all()
-    # Asking for the inspected file by name reads it, not "<stem>_inspected_inspected.csv".
-    assert not read_traces_csv(inspected_csv_path(path))["good"].all()
+    marked = read_marked_traces(path)
+    assert marked.source == inspected_csv_path(path) and marked.warnings == []
+    assert marked.table.groupby("cell")["good"].all().to_dict() == {1: True, 2: False, 3: True}
+    assert read_traces_csv(path)["good"].all()  # the traces themselves stay as extracted
 
 
 def test_a_mark_left_empty_is_refused_not_read_as_good(tmp_path: Path) -> None:
@@ -130,7 +128,7 @@ def test_a_mark_left_empty_is_refused_not_read_as_good(tmp_path: Path) -> None:
     with pytest.raises(
         ResultsFileError, match=r"_inspected.csv: .*good is empty in data row 4 \(line 5"
     ):
-        read_traces_csv(path)
+        read_marked_traces(path)
 
 
 def test_bad_tables_and_files_raise(tmp_path: Path) -> None:

@@ -40,9 +40,9 @@ from pyama_lib.io.analysis_csv import (
     write_long_csv,
 )
 from pyama_lib.io.atomic import atomic_target
+from pyama_lib.io.marks import inspected_csv_path, read_marked_traces
 from pyama_lib.io.results_yaml import ProcessingResults, load_results, results_file_path
 from pyama_lib.io.samples import Sample, check_fovs, check_unique_names, load_samples
-from pyama_lib.io.traces import inspected_csv_path, read_traces_csv
 
 DEFAULT_FEATURES: tuple[str, ...] = ("intensity_total", "area")
 PARQUET_NAME = "merged.parquet"
@@ -158,7 +158,7 @@ def merge_samples(
     seen: dict[str, set[tuple[int, int]]] = {s.name: set() for s in chosen}
     tidy: list[pd.DataFrame] = []
     for (name, channel), (fov_files, _) in groups.items():
-        rows = good_rows(fov_files, features)
+        rows = good_rows(fov_files, features, warnings)
         seen[name].update(zip(rows["fov"].tolist(), rows["cell"].tolist(), strict=True))
         if rows.empty:
             warnings.append(f"sample {name!r}, channel {channel}: no good cells")
@@ -302,19 +302,25 @@ def _minutes_per_unit(unit: str, source: str) -> float:
 # -- tables -----------------------------------------------------------------------------------
 
 
-def good_rows(fov_files: dict[int, Path], features: Sequence[str]) -> pd.DataFrame:
+def good_rows(
+    fov_files: dict[int, Path], features: Sequence[str], warnings: list[str] | None = None
+) -> pd.DataFrame:
     """The good rows of some FOVs' traces: ``fov, cell, time`` and ``features``.
 
-    Each file is read with :func:`~pyama_lib.io.traces.read_traces_csv`, so its
-    ``_inspected.csv`` wins. The FOV is the one the results file gives, as in PyAMA's merge.
-    Rows are ordered by FOV, cell, then time.
+    Each file is read with :func:`~pyama_lib.io.marks.read_marked_traces`, so a person's marks
+    in its ``_inspected.csv`` apply; what that says about stale marks is added to
+    ``warnings``. The FOV is the one the results file gives, as in PyAMA's merge. Rows are
+    ordered by FOV, cell, then time.
     """
     parts = []
     for fov, path in sorted(fov_files.items()):
-        table = read_traces_csv(path)
+        marked = read_marked_traces(path)
+        table = marked.table
+        if warnings is not None:
+            warnings.extend(w for w in marked.warnings if w not in warnings)
         if table.duplicated(["cell", "time"]).any():
             raise ResultsFileError(
-                _effective(path), "a cell has two rows at one time; re-run extraction"
+                marked.source, "a cell has two rows at one time; re-run extraction"
             )
         good = table.loc[table["good"], ["cell", "time", *features]]
         good.insert(0, "fov", np.int64(fov))

@@ -58,7 +58,6 @@ PART_FILE = "part-0.parquet"
 #: Parquet key-value metadata of a partition: the store array its intensities come from
 #: (``fl_corrected_ch_<c>``, or ``fl_ch_<c>`` when no corrected stack was complete).
 SOURCE_METADATA_KEY = "pyama.fl_source"
-INSPECTED_SUFFIX = "_inspected"
 
 _PARTITION_DIR = re.compile(r"^(fov|channel)=(-?\d+)$")
 
@@ -70,12 +69,6 @@ def traces_csv_path(out_dir: str | Path, base_name: str, fov: int, channel: int)
     """Return ``<out>/fov_XXX/<base>_fov_XXX_traces_ch_<c>.csv`` (PyAMA's name, 3-digit FOV)."""
     fov_tag = f"fov_{int(fov):03d}"
     return Path(out_dir) / fov_tag / f"{base_name}_{fov_tag}_traces_ch_{int(channel)}.csv"
-
-
-def inspected_csv_path(csv_path: str | Path) -> Path:
-    """Return the sibling ``<stem>_inspected.csv`` where PyAMA saves a person's good/bad marks."""
-    csv_path = Path(csv_path)
-    return csv_path.with_name(f"{csv_path.stem}{INSPECTED_SUFFIX}{csv_path.suffix}")
 
 
 def traces_partition_dir(dataset_dir: str | Path, fov: int, channel: int) -> Path:
@@ -205,16 +198,11 @@ def write_traces_csv(df: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def read_traces_csv(path: str | Path, prefer_inspected: bool = True) -> pd.DataFrame:
+def read_traces_csv(path: str | Path) -> pd.DataFrame:
     """Read a traces CSV back with canonical dtypes.
 
-    Parameters
-    ----------
-    path
-        The traces CSV (``..._traces_ch_<c>.csv``).
-    prefer_inspected
-        Read the sibling ``<stem>_inspected.csv`` instead when it exists, as PyAMA does: it holds
-        the good/bad marks a person set in PyAMA's visualisation.
+    A person's marks in ``<stem>_inspected.csv`` are read with
+    :func:`~pyama_lib.io.marks.read_marked_traces`.
 
     Raises
     ------
@@ -222,10 +210,6 @@ def read_traces_csv(path: str | Path, prefer_inspected: bool = True) -> pd.DataF
         If the file is missing, unparsable or lacks the trace columns.
     """
     path = Path(path)
-    if prefer_inspected and not path.stem.endswith(INSPECTED_SUFFIX):
-        inspected = inspected_csv_path(path)
-        if inspected.exists():
-            path = inspected
     if not path.exists():
         raise ResultsFileError(path, "traces CSV not found; run the extraction stage first")
     try:

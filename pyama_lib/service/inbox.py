@@ -106,6 +106,17 @@ class FileVersion:
         st = resolved.stat()
         return cls(str(resolved), int(st.st_size), int(st.st_mtime_ns))
 
+    @property
+    def label(self) -> str:
+        """``"<size>:<mtime_ns>"``: the version's identity at its path, as a run's label.
+
+        Examples
+        --------
+        >>> FileVersion("/inbox/exp1.nd2", 1200, 1764583200000000000).label
+        '1200:1764583200000000000'
+        """
+        return f"{self.size}:{self.mtime_ns}"
+
     def describe(self) -> str:
         """``"/inbox/exp1.nd2 (12.3 MB, modified 2026-12-01T10:00:00+00:00)"``"""
         return f"{self.path} ({self.size / 1e6:.1f} MB, modified {iso_time(self.mtime_ns / 1e9)})"

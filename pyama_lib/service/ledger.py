@@ -5,7 +5,9 @@ A small JSON file, so a restarted watcher does not announce the same file again.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,8 @@ from pyama_lib.service.inbox import FileVersion
 
 class AnnouncedLedger:
     """The versions a watcher has announced, in a JSON file (``{path: {size, mtime_ns,
-    announced}}``); a path announced again only when its size or time changed.
+    announced}}``); a path announced again only when its size or time changed. Watchers that
+    share the file merge their entries into it (:meth:`add`).
 
     Examples
     --------
@@ -33,26 +36,29 @@ class AnnouncedLedger:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._entries: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise InboxPathError(
-                    self.path,
-                    f"the watcher's ledger cannot be read ({exc}); move it away to "
-                    "start afresh (every acquisition in the inbox is then announced again)",
-                ) from None
-            entries = data.get("announced", {}) if isinstance(data, dict) else None
-            if not isinstance(entries, dict) or not all(
-                isinstance(e, dict) and {"size", "mtime_ns"} <= e.keys() for e in entries.values()
-            ):
-                raise InboxPathError(
-                    self.path,
-                    "is not a watcher's ledger; move it away to start afresh (every "
-                    "acquisition in the inbox is then announced again)",
-                )
-            self._entries = dict(entries)
+        self._entries = self._read()
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InboxPathError(
+                self.path,
+                f"the watcher's ledger cannot be read ({exc}); move it away to "
+                "start afresh (every acquisition in the inbox is then announced again)",
+            ) from None
+        entries = data.get("announced", {}) if isinstance(data, dict) else None
+        if not isinstance(entries, dict) or not all(
+            isinstance(e, dict) and {"size", "mtime_ns"} <= e.keys() for e in entries.values()
+        ):
+            raise InboxPathError(
+                self.path,
+                "is not a watcher's ledger; move it away to start afresh (every "
+                "acquisition in the inbox is then announced again)",
+            )
+        return dict(entries)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -65,13 +71,21 @@ class AnnouncedLedger:
         )
 
     def add(self, version: FileVersion) -> None:
-        self._entries[version.path] = {
-            "size": version.size,
-            "mtime_ns": version.mtime_ns,
-            "announced": iso_time(),
-        }
-        text = json.dumps({"announced": self._entries}, indent=1, sort_keys=True)
-        atomic_write_text(self.path, text)
+        """Record ``version`` as announced. Several watchers may share the file: under a lock,
+        the file is read again and this entry merged into it, and entries of files that are
+        gone are dropped, so the ledger holds what the inboxes hold."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(f".{self.path.name}.lock"), "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            entries = {p: e for p, e in self._read().items() if os.path.lexists(p)}
+            entries[version.path] = {
+                "size": version.size,
+                "mtime_ns": version.mtime_ns,
+                "announced": iso_time(),
+            }
+            text = json.dumps({"announced": entries}, indent=1, sort_keys=True)
+            atomic_write_text(self.path, text)
+        self._entries = entries
 
     def unannounced(self, paths: Iterable[Path]) -> Iterator[Path]:
         """The ``paths`` whose current version was not announced."""
