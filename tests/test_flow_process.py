@@ -295,6 +295,46 @@ def test_second_run_on_locked_output_is_refused(prefect_api, acquisition, tmp_pa
     assert not FovStore(out, "synthetic", 0).array_names()
 
 
+def test_a_reexport_with_fewer_fovs_leaves_none_of_the_old_ones_in_the_results(
+    prefect_api, tmp_path
+):
+    """3 FOVs processed; the same path re-exported with 2 FOVs of new content and processed:
+    the old file's FOVs are moved aside (0 and 1 are then computed afresh), and its FOV 2 is
+    not listed, not in the Parquet dataset, not merged."""
+    from pyama_lib.analysis.merge import merge_samples
+    from pyama_lib.io.samples import Sample
+
+    def export(n_fovs: int, seed: int) -> Path:
+        info = make_synthetic(
+            tmp_path / "acq", n_fovs=n_fovs, n_frames=8, size=128, n_cells=4, seed=seed
+        )
+        return info.path
+
+    out = tmp_path / "out"
+    short = {"extraction": {"min_frames": 2}}  # 8 frames: PyAMA's 30 would keep no cell
+    process_acquisition(str(export(3, seed=1)), str(out), fl=[1], runner="thread", params=short)
+    acq = export(2, seed=2)
+    summary = process_acquisition(str(acq), str(out), fl=[1], runner="thread", params=short)
+    assert summary.fovs_done == [0, 1]
+    assert sorted(load_results(out).results_paths) == [0, 1]
+    assert set(read_traces_parquet(out / "traces.parquet").fov) == {0, 1}
+    (aside,) = (out / "superseded").iterdir()
+    assert sorted(p.name for p in aside.iterdir()) == [
+        "fov_000",
+        "fov_001",
+        "fov_002",
+        "traces.parquet",
+    ]
+    assert not (out / "fov_002").exists()
+    warning = load_run_yaml(out)[-1].warnings[-1]
+    assert "FOV(s) [0, 1, 2] were computed from another version" in warning
+    assert str(aside) in warning
+    merged = merge_samples(out, [Sample("all", [0, 1])], tmp_path / "merged")
+    assert set(pd.read_parquet(merged.parquet).fov) == {0, 1}
+    with pytest.raises(PyamaError, match="2"):
+        merge_samples(out, [Sample("all", [0, 1, 2])], tmp_path / "merged")
+
+
 def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     from prefect.settings import PREFECT_API_URL
 

@@ -206,6 +206,9 @@ def test_channels_contradicting_the_folder_are_refused_before_any_work(tmp_path)
     update_results_file(results_entries(plan, [0]))
     with pytest.raises(ResultsFileError, match=r"processed with phase contrast 0 and fluor"):
         plan_jobs(acq, out, Channels(pc=1, fl=(0,)))
+    # Another phase-contrast channel alone: the folder's FOVs were segmented on channel 0.
+    with pytest.raises(ResultsFileError, match=r"phase contrast 2 is not the folder's 0"):
+        plan_jobs(acq, out, Channels(pc=2, fl=(1,)))
 
 
 def test_a_negative_fov_bound_other_than_minus_one_is_refused(tmp_path):

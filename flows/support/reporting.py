@@ -22,6 +22,7 @@ from pyama_lib.io.traces import PARQUET_DIR
 from pyama_lib.pipeline.plan import Plan, check_output_owner
 from pyama_lib.pipeline.run_record import RunRecord, write_run_yaml
 from pyama_lib.pipeline.stages import results_entries
+from pyama_lib.pipeline.superseded import set_aside_superseded
 
 
 @dataclass
@@ -196,6 +197,9 @@ def record_run(
     another acquisition's run may have taken the folder since this run was planned.
     """
     check_output_owner(plan.output_dir, plan.input, plan.base_name)
+    if note := set_aside_superseded(plan):
+        get_run_logger().warning("%s", note)
+        plan.warnings.append(note)
     leftovers = remove_leftover_temps(plan.output_dir, older_than=started)
     if leftovers:
         get_run_logger().warning(

@@ -331,6 +331,10 @@ def save_results(results: ProcessingResults, path: str | Path | None = None) -> 
 def union_channels(old: Channels, new: Channels) -> Channels:
     """The channels of a merged results file: ``new``'s phase contrast (``old``'s if it has
     none) and the union of the fluorescence channels; ParamsError if they contradict."""
+    if old.pc is not None and new.pc is not None and old.pc != new.pc:
+        # The FOVs of the earlier runs were segmented on another channel: the file could not
+        # say which FOV was segmented on which.
+        raise ParamsError(f"phase contrast {new.pc} is not the folder's {old.pc}")
     return Channels(
         pc=new.pc if new.pc is not None else old.pc,
         fl=tuple(sorted(set(old.fl) | set(new.fl))),

@@ -66,6 +66,7 @@ class Plan:
     input: dict[str, Any]  # the acquisition's identity (io.identity.input_identity)
     reader_options: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    n_fovs: int = 0  # the acquisition's, whatever the selection
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -136,6 +137,7 @@ def plan_jobs(
             identity,
             reader_options,
             _time_warnings(acq, jobs[0].times_min),
+            acq.n_fovs,
         )
 
 
