@@ -38,6 +38,7 @@ from pyama_lib.service.inbox import (
     is_processed,
     not_ready,
     output_folder,
+    pin_in_inbox,
     record_processed,
     resolve_in_inbox,
 )
@@ -81,6 +82,9 @@ def process_new_acquisition_flow(
     logger = get_run_logger()
     inbox, output_root = configured_folders()
     acquisition, root = resolve_in_inbox(path, inbox)  # refused: the run fails, nothing read
+    # Every later open must find the very file checked here (the path is opened again by
+    # path, in other processes): the readers refuse any other.
+    pinned = pin_in_inbox(acquisition, root)
     version = FileVersion.of(acquisition)
     _label_run(version)
     out = output_folder(acquisition, root, output_root)
@@ -88,7 +92,7 @@ def process_new_acquisition_flow(
         logger.info("%s was processed already into %s; nothing to do", acquisition, out)
         return AcquisitionOutcome(str(acquisition), str(out), "skipped")
     # A run may have waited hours for a slot: the file may have been replaced since.
-    if reason := not_ready(acquisition, quiet_seconds=0):
+    if reason := not_ready(acquisition, quiet_seconds=0, pinned=pinned):
         raise AcquisitionIncompleteError(
             acquisition,
             f"{reason}; its next announcement or sweep processes it once it is complete",
@@ -109,6 +113,7 @@ def process_new_acquisition_flow(
         "batch_size": batch_size,
         "runner": runner,
         "params": params,
+        "reader_options": {"pinned": list(pinned)},
     }
     if samples_yaml:
         from flows.pipeline import pyama_pipeline_flow

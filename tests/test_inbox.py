@@ -7,6 +7,7 @@ import builtins
 import io
 import json
 import os
+import pickle
 import shutil
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from pyama_lib.core.errors import InboxPathError
+from pyama_lib.io import open_acquisition
 from pyama_lib.service.inbox import (
     PROCESSED_RECORD,
     FileVersion,
@@ -23,6 +25,7 @@ from pyama_lib.service.inbox import (
     is_processed,
     not_ready,
     output_folder,
+    pin_in_inbox,
     record_processed,
     resolve_in_inbox,
 )
@@ -549,3 +552,44 @@ def test_ledger_unannounced(inbox: Path, tmp_path: Path) -> None:
     assert list(ledger.unannounced([a, b, link, inbox / "gone.nd2"])) == [b]
     a.write_bytes(b"a, replaced")
     assert list(AnnouncedLedger(ledger.path).unannounced([a, b])) == [a, b]
+
+
+# -- what was checked is what is read ----------------------------------------------------------
+
+
+def test_a_folder_swapped_for_a_symlink_after_the_check_is_refused(tmp_path: Path) -> None:
+    """The path is checked, then its folder is replaced by a symlink to a folder outside the
+    inbox holding a file of the same name: neither pinning nor any later open reads it."""
+    inbox, secret = tmp_path / "inbox", tmp_path / "secret"
+    checked = make_synthetic(inbox / "day1", n_fovs=1, n_frames=2, size=64, n_cells=1).path
+    make_synthetic(secret, n_fovs=1, n_frames=2, size=64, n_cells=1, seed=9)
+    acquisition, root = resolve_in_inbox(checked, inbox)
+    pinned = pin_in_inbox(acquisition, root)
+    assert not_ready(acquisition, 0, pinned=pinned) is None
+
+    shutil.move(inbox / "day1", tmp_path / "day1-moved")
+    (inbox / "day1").symlink_to(secret, target_is_directory=True)
+    with pytest.raises(InboxPathError, match="is no longer the file that was checked"):
+        open_acquisition(acquisition, pinned=pinned)
+    with pytest.raises(InboxPathError, match="is no longer the file that was checked"):
+        not_ready(acquisition, 0, pinned=pinned)
+    with pytest.raises(InboxPathError, match="changed while it was checked"):
+        pin_in_inbox(acquisition, root)  # a check made now would not pin the outside file
+
+
+def test_a_pinned_acquisition_reopens_in_another_process_with_its_pin(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    path = make_synthetic(inbox, n_fovs=1, n_frames=2, size=64, n_cells=1).path
+    pinned = pin_in_inbox(*resolve_in_inbox(path, inbox))
+    with open_acquisition(path, pinned=pinned) as acq:
+        sent = pickle.dumps(acq)  # what a worker receives: path, options and the pin
+    path.rename(tmp_path / "old.ome.tif")  # kept: its inode cannot be reused meanwhile
+    make_synthetic(inbox, n_fovs=1, n_frames=2, size=64, n_cells=1, seed=5)  # another file
+    with pytest.raises(InboxPathError, match="is no longer the file that was checked"):
+        pickle.loads(sent)
+
+
+def test_event_paths_inside_hidden_folders_are_refused(inbox: Path) -> None:
+    staged = _touch(inbox / ".rsync-partial" / "exp1.nd2", b"x")
+    with pytest.raises(InboxPathError, match="inside a hidden folder"):
+        resolve_in_inbox(staged, inbox)

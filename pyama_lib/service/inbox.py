@@ -19,6 +19,7 @@ The watcher's memory of what it announced is :mod:`~pyama_lib.service.ledger`.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -169,11 +170,52 @@ def resolve_in_inbox(
     else:
         via = f" (it resolves to {resolved})" if resolved != given else ""
         raise InboxPathError(given, f"is outside the inbox {where}{via}; refused, nothing read")
+    if any(part.startswith(".") for part in resolved.relative_to(root).parts[:-1]):
+        # the watcher and the sweep skip hidden folders (copy tools' staging areas): so do events
+        raise InboxPathError(given, "is inside a hidden folder of the inbox; refused")
     if not is_acquisition(resolved):
         raise InboxPathError(given, "is not an ND2 or OME-TIFF acquisition; refused")
     if not resolved.is_file():
         raise InboxPathError(given, "does not exist (any more) or is not a file")
     return resolved, root
+
+
+def pin_in_inbox(acquisition: Path, root: Path) -> tuple[int, int]:
+    """``(st_dev, st_ino)`` of the file :func:`resolve_in_inbox` checked, reached from ``root``
+    one folder at a time without following any symlink, so that what is pinned is inside the
+    inbox even if a folder was swapped for a symlink since the check. Readers given it as their
+    ``pinned`` option refuse any other file (a path opened again later may lead elsewhere).
+
+    Raises
+    ------
+    InboxPathError
+        A folder or the file on the way is now a symlink, or is gone, or is not a file.
+    """
+    parts = acquisition.relative_to(root).parts
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        # O_NONBLOCK: a FIFO planted under the name must not hang the open. Nothing is read.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+        file_fd = os.open(parts[-1], flags, dir_fd=fd)
+        try:
+            st = os.fstat(file_fd)
+        finally:
+            os.close(file_fd)
+    except OSError as exc:
+        raise InboxPathError(
+            acquisition,
+            f"changed while it was checked ({exc.strerror or exc}: a folder on its way may have "
+            "been replaced by a symlink); refused, nothing read",
+        ) from None
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise InboxPathError(acquisition, "is not a regular file; refused, nothing read")
+    return st.st_dev, st.st_ino
 
 
 def output_folder(acquisition: Path, root: Path, output_root: str | Path) -> Path:
@@ -189,22 +231,29 @@ def output_folder(acquisition: Path, root: Path, output_root: str | Path) -> Pat
 
 
 def not_ready(
-    path: str | Path, quiet_seconds: float, unchanged_for: float | None = None
+    path: str | Path,
+    quiet_seconds: float,
+    unchanged_for: float | None = None,
+    pinned: tuple[int, int] | None = None,
 ) -> str | None:
     """None when the acquisition at ``path`` is complete, else why it is not yet.
 
     ``unchanged_for`` is how long a watcher has seen the file's size and time unchanged; by
     default the age of its modification time. Below ``quiet_seconds`` the file is still
-    being written; after that it must open cleanly with PyAMA Flow's reader.
+    being written; after that it must open cleanly with PyAMA Flow's reader (as the file
+    ``pinned`` names, when given: :func:`pin_in_inbox`).
     """
     if unchanged_for is None:
         unchanged_for = time.time() - Path(path).stat().st_mtime
     if unchanged_for < quiet_seconds:
         quiet = f"{max(unchanged_for, 0):.0f} of {quiet_seconds:g} s"
         return f"still being written (unchanged for {quiet})"
+    options = {} if pinned is None else {"pinned": pinned}
     try:
-        with open_acquisition(path):
+        with open_acquisition(path, **options):
             return None
+    except InboxPathError:
+        raise
     except PyamaError as exc:
         return f"does not open yet: {getattr(exc, 'problem', exc)}"
     except OSError as exc:

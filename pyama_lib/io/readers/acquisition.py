@@ -8,7 +8,9 @@ Prefect/Dask workers need.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -19,6 +21,7 @@ from pyama_lib.core.errors import (
     ChannelOutOfRangeError,
     FovOutOfRangeError,
     FrameOutOfRangeError,
+    InboxPathError,
 )
 
 
@@ -26,7 +29,9 @@ class Acquisition(ABC):
     """A multi-FOV time-lapse: ``frame(fov, channel, t)`` gives one 2-D image.
 
     Subclasses set the metadata attributes in ``_open`` and implement ``_read_frame`` and
-    ``_close``. Indices are validated here, before a reader is touched.
+    ``_close``. Indices are validated here, before a reader is touched. Every reader takes the
+    option ``pinned=(st_dev, st_ino)``: the file it opened must be that one (the inbox service
+    pins the file it checked), else :class:`~pyama_lib.core.errors.InboxPathError`.
     """
 
     path: Path
@@ -53,6 +58,8 @@ class Acquisition(ABC):
             )
         self.base_name = acquisition_base_name(self.path)
         self._open()
+        if options.get("pinned") is not None:
+            self._check_pinned(options["pinned"])
 
     # -- reader interface -------------------------------------------------------------
     @abstractmethod
@@ -70,6 +77,26 @@ class Acquisition(ABC):
     @abstractmethod
     def frame_times(self, fov: int) -> np.ndarray:
         """Times of the FOV's frames in minutes, float64 array of length ``n_frames``."""
+
+    def _fileno(self) -> int | None:
+        """The descriptor of the open file, where the reader exposes it."""
+        return None
+
+    def _check_pinned(self, pinned: Sequence[int]) -> None:
+        """Refuse a file that is not the one checked before (``pinned``: its device and inode).
+
+        A path checked once and opened again later can meanwhile lead elsewhere (a folder
+        swapped for a symlink): the file actually opened must be the one that was checked.
+        """
+        fd = self._fileno()
+        st = os.fstat(fd) if fd is not None else os.stat(self.path)
+        if (st.st_dev, st.st_ino) != tuple(pinned):
+            self._close()
+            raise InboxPathError(
+                self.path,
+                "is no longer the file that was checked (it was replaced, or the path now "
+                "leads elsewhere through a symlink); refused, nothing read",
+            )
 
     # -- public API ---------------------------------------------------------------------
     def frame(self, fov: int, channel: int, t: int) -> np.ndarray:

@@ -8,6 +8,7 @@ nesting order of the P/T/Z loops works. Nothing is ever written by this module.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +46,8 @@ class ND2Acquisition(Acquisition):
         A file that cannot be indexed and was modified less than this many seconds ago is
         reported as still being written (:class:`AcquisitionIncompleteError`) rather than
         corrupt.
+    pinned : (int, int), optional
+        ``(st_dev, st_ino)`` the opened file must have (see :class:`Acquisition`).
 
     Notes
     -----
@@ -58,11 +61,20 @@ class ND2Acquisition(Acquisition):
         *,
         times: Literal["nominal", "measured"] = "nominal",
         recent_seconds: float = 120.0,
+        pinned: Sequence[int] | None = None,
     ) -> None:
         if times not in _TIMES:
             raise ValueError(f"times must be one of {_TIMES}, got {times!r}")
         self._f: nd2.ND2File | None = None
-        super().__init__(path, times=times, recent_seconds=float(recent_seconds))
+        super().__init__(path, times=times, recent_seconds=float(recent_seconds), pinned=pinned)
+
+    def _fileno(self) -> int | None:
+        # The nd2 package keeps its file object private; without it the path is checked.
+        handle = getattr(getattr(self._f, "_rdr", None), "_fh", None)
+        try:
+            return handle.fileno() if handle is not None else None
+        except (OSError, ValueError):
+            return None
 
     # -- opening ----------------------------------------------------------------------------
     def _open(self) -> None:

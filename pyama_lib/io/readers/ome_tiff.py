@@ -48,10 +48,20 @@ class OmeTiffAcquisition(Acquisition):
     interval_min
         Minutes between frames, used only when the file records no frame times (no OME
         ``DeltaT`` per plane, no ``TimeIncrement``); without it, PyAMA's 1 min.
+    pinned
+        ``(st_dev, st_ino)`` the opened file must have (see :class:`Acquisition`).
     """
 
-    def __init__(self, path: str | Path, interval_min: float | None = None) -> None:
-        super().__init__(path, interval_min=interval_min)
+    def __init__(
+        self,
+        path: str | Path,
+        interval_min: float | None = None,
+        pinned: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(path, interval_min=interval_min, pinned=pinned)
+
+    def _fileno(self) -> int | None:
+        return self._tif.filehandle.fileno() if self._tif is not None else None
 
     # -- Acquisition interface --------------------------------------------------------
     def _open(self) -> None:
