@@ -86,7 +86,11 @@ def run_fovs(
         while waiting and len(in_flight) < batch_size:
             submit(waiting.popleft(), 0)
 
-    with task_runner, runner_session(task_runner, jobs[0]) as session, stop_workers_on_interrupt():
+    with (
+        task_runner,
+        runner_session(task_runner, jobs[0], in_flight.keys()) as session,
+        stop_workers_on_interrupt(),
+    ):
         fill()  # the workers start before the progress artifact's API call
         progress = create_progress_artifact(
             progress=0.0,

@@ -26,3 +26,9 @@ def frame_faults(repeats: int = 5) -> int:
 
 #: The fewest page faults of one fresh 2048² float64 frame.
 FRESH_FRAME_FAULTS = 2048 * 2048 * 8 // (2 << 20)
+
+
+def running_tasks(dask_worker) -> list[str]:  # noqa: ANN001 (Dask passes its Worker)
+    """The keys of the tasks a Dask worker's threads still execute, cancelled ones included."""
+    busy = ("executing", "long-running", "cancelled", "resumed")
+    return [str(ts.key) for ts in dask_worker.state.tasks.values() if ts.state in busy]

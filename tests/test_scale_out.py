@@ -278,3 +278,29 @@ def test_a_cluster_without_workers_is_named(acquisition, cluster, tmp_path, monk
             str(acquisition["path"]), str(tmp_path / "out"), runner="dask", dask_address=address
         )
     assert not list((tmp_path / "out").glob("fov_*"))
+
+
+def test_ctrl_c_leaves_no_stage_writing_on_the_cluster(acquisition, cluster, tmp_path) -> None:
+    """Dask cannot stop a running task: after Ctrl-C the command cancels its stages and waits
+    until no worker runs one, so its lock is never released under a stage still writing (a
+    re-run started at once would write the same arrays)."""
+    import cloudpickle
+    import distributed
+
+    address = cluster.start_scheduler()
+    cluster.start_worker({"PYAMA_FAULT": "segment:0:slow:8"})  # a long stage, once
+    cluster.wait_for_workers(address, 1)
+    out = tmp_path / "out"
+    proc = _process(acquisition["path"], out, address)
+    paused = out / ".pyama-fault-segment-0-slow"
+    wait_for("a worker in fov_000's segment stage", paused.is_file, timeout=90, every=0.1)
+    proc.send_signal(signal.SIGINT)
+    status, output = _finish(proc, timeout=60)
+    assert status == 130, output
+    assert "waiting for 1 stage(s) still running on the Dask cluster" in output
+    cloudpickle.register_pickle_by_value(probes)  # the workers need not import tests/
+    with distributed.Client(address, timeout=30) as client:
+        running = client.run(probes.running_tasks)
+    assert running and all(keys == [] for keys in running.values()), running
+    assert not (out / ".pyama.lock").exists()
+    assert load_run_yaml(out)[-1].status == "interrupted"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Collection
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 #: How long a run waits for the cluster's first worker (workers may still be starting).
 WORKER_WAIT_S = 30.0
+#: How often a run ending early asks the workers whether its stages still run.
+STOP_POLL_S = 0.5
 _GUIDE = "docs/scaling.md"
 
 
@@ -71,13 +74,26 @@ async def _drain_prefect_logs() -> None:
     await APILogWorker.drain_all(timeout=10, at_exit=False)
 
 
+def _running_keys(dask_worker: Any) -> list[str]:
+    # Runs on each worker: the tasks its threads still execute, cancelled ones included (Dask
+    # cannot stop a running task; a cancelled one runs on until its function returns).
+    busy = ("executing", "long-running", "cancelled", "resumed")
+    return [str(ts.key) for ts in dask_worker.state.tasks.values() if ts.state in busy]
+
+
 class DaskSession:
     """Around a run's stages on a ``DaskTaskRunner`` (entered after the runner):
-    :func:`check_workers` on entry, the workers' logs flushed on exit."""
+    :func:`check_workers` on entry; on exit, the stages still in flight are cancelled and, if
+    the run is ending early (Ctrl-C, an error), waited for until no worker runs them any more,
+    so that the output folder's lock is not released while a stage still writes into it; then
+    the workers' logs are flushed."""
 
-    def __init__(self, task_runner: TaskRunner, job: FovJob) -> None:
+    def __init__(
+        self, task_runner: TaskRunner, job: FovJob, in_flight: Collection[PrefectFuture] = ()
+    ) -> None:
         self.client: Client = task_runner.client  # type: ignore[attr-defined]
         self.job = job
+        self.in_flight = in_flight  # the run's futures, as it submits and collects them
         self.given_up: set[tuple[int, str]] = set()  # (fov, stage) the scheduler gave up once
 
     def __enter__(self) -> DaskSession:
@@ -90,8 +106,45 @@ class DaskSession:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        if kind is not None and self.in_flight:
+            self.stop_stages()
         with contextlib.suppress(Exception):  # a cluster gone by now has no logs left to send
             self.client.run(_drain_prefect_logs, on_error="return")
+
+    def stop_stages(self) -> None:
+        """Cancel the run's stages on the cluster and wait until no worker runs them."""
+        from prefect import get_run_logger
+
+        wrapped = [getattr(f, "wrapped_future", None) for f in self.in_flight]
+        futures = [f for f in wrapped if f is not None]
+        keys = {str(f.key) for f in futures}
+        logger = get_run_logger()
+        try:
+            self.client.cancel(futures, force=True)
+            said = False
+            while running := keys & self._running():
+                if not said:
+                    logger.warning(
+                        "waiting for %d stage(s) still running on the Dask cluster to finish "
+                        "(Dask cannot stop a running task; the output folder stays locked "
+                        "until then; Ctrl-C again to leave at once)",
+                        len(running),
+                    )
+                    said = True
+                time.sleep(STOP_POLL_S)
+        except KeyboardInterrupt:
+            logger.warning(
+                "%s: stopped waiting; stage(s) may still be writing into it on the Dask "
+                "cluster: let them finish before running into this folder again",
+                self.job.output_dir,
+            )
+            raise
+        except Exception as exc:  # noqa: BLE001 (the cluster is gone: nothing runs there)
+            logger.warning("could not ask the Dask cluster about its running stages: %s", exc)
+
+    def _running(self) -> set[str]:
+        found = self.client.run(_running_keys, on_error="return")
+        return {k for keys in found.values() if isinstance(keys, list) for k in keys}
 
     def failure(
         self, future: PrefectFuture, exc: Exception, task: Task, job: FovJob
@@ -165,7 +218,8 @@ def _set_crashed(future: PrefectFuture, task: Task, job: FovJob, message: str) -
 
 
 class NoSession:
-    """The same interface for the process and thread runners: nothing to check or flush."""
+    """The same interface for the process and thread runners: nothing to check or flush (their
+    workers are this machine's processes, which the run stops itself)."""
 
     def __enter__(self) -> NoSession:
         return self
@@ -179,8 +233,11 @@ class NoSession:
         return exc
 
 
-def runner_session(task_runner: TaskRunner, job: FovJob) -> DaskSession | NoSession:
-    """What a run does around its stages on ``task_runner`` (entered after it)."""
+def runner_session(
+    task_runner: TaskRunner, job: FovJob, in_flight: Collection[PrefectFuture] = ()
+) -> DaskSession | NoSession:
+    """What a run does around its stages on ``task_runner`` (entered after it); ``in_flight``
+    is the run's collection of submitted, uncollected futures."""
     if type(task_runner).__name__ == "DaskTaskRunner":  # no prefect_dask import otherwise
-        return DaskSession(task_runner, job)
+        return DaskSession(task_runner, job, in_flight)
     return NoSession()
