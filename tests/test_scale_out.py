@@ -57,18 +57,22 @@ class Cluster:
         self.processes = Processes(folder)
         self.scheduler_file = folder / "scheduler.json"
 
-    def start_scheduler(self, env: dict[str, str] | None = None) -> str:
+    def start_scheduler(self, env: dict[str, str] | None = None, extra: list[str] = ()) -> str:
         args = [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0"]
-        args += ["--no-dashboard", "--scheduler-file", str(self.scheduler_file)]
+        args += ["--no-dashboard", "--scheduler-file", str(self.scheduler_file), *extra]
         self.processes.start("scheduler", args, {**os.environ, **(env or {})})
         wait_for("the scheduler file", self.scheduler_file.is_file, timeout=30, every=0.1)
         return json.loads(self.scheduler_file.read_text())["address"]
 
     def start_worker(
-        self, env: dict[str, str], nanny: bool = False, wrap: list[str] | None = None
+        self,
+        env: dict[str, str],
+        nanny: bool = False,
+        wrap: list[str] | None = None,
+        extra: list[str] = (),
     ) -> subprocess.Popen:
         args = [str(BIN / "dask"), "worker", "--scheduler-file", str(self.scheduler_file)]
-        args += ["--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"]
+        args += ["--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard", *extra]
         args += ["--nanny" if nanny else "--no-nanny"]
         # INFO: the stages' logs are what the test reads back from the API
         env = {**os.environ, "PREFECT_LOGGING_LEVEL": "INFO", **env}
@@ -102,11 +106,13 @@ def _api_env() -> dict[str, str]:
     return {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PYAMA_FAULT": ""}
 
 
-def _process(path: Path, out: Path, address: str) -> subprocess.Popen:
+def _process(
+    path: Path, out: Path, address: str, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     args = [str(BIN / "pyama"), "process", str(path), "-o", str(out), "--runner", "dask"]
     return subprocess.Popen(
         [*args, "--dask-address", address],
-        env=_api_env(),
+        env={**_api_env(), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -304,3 +310,84 @@ def test_ctrl_c_leaves_no_stage_writing_on_the_cluster(acquisition, cluster, tmp
     assert running and all(keys == [] for keys in running.values()), running
     assert not (out / ".pyama.lock").exists()
     assert load_run_yaml(out)[-1].status == "interrupted"
+
+
+def test_a_tls_cluster_runs_the_command_and_refuses_a_client_without_its_certificate(
+    acquisition, cluster, tmp_path
+) -> None:
+    """The safe form of docs/scaling.md: scheduler and workers speak TLS with certificates of
+    the lab's own CA; the command holds a client certificate through Dask's configuration."""
+    import distributed
+    from distributed.security import Security
+
+    made = Security.temporary()  # a CA and one certificate it signed, as PEM text
+    pem = {"ca": made.tls_ca_file, "cert": made.tls_client_cert, "key": made.tls_client_key}
+    files = {}
+    for name, text in pem.items():
+        files[name] = tmp_path / f"{name}.pem"
+        files[name].write_text(text)
+    tls = ["--tls-ca-file", str(files["ca"]), "--tls-cert", str(files["cert"])]
+    tls += ["--tls-key", str(files["key"])]
+    address = cluster.start_scheduler(extra=["--protocol", "tls", *tls])
+    assert address.startswith("tls://")
+    cluster.start_worker({}, extra=tls)
+
+    stranger = Security.temporary()  # a certificate the lab's CA did not sign
+    with pytest.raises((OSError, TimeoutError)):
+        distributed.Client(address, security=stranger, timeout=5)
+    with pytest.raises((OSError, TimeoutError)):  # nor in plain TCP
+        distributed.Client(address.replace("tls://", "tcp://"), timeout=5)
+
+    client_config = {
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(files["ca"]),
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(files["cert"]),
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(files["key"]),
+    }
+    out = tmp_path / "out"
+    status, output = _finish(_process(acquisition["path"], out, address, client_config))
+    assert status == 0, output + cluster.logs()
+    for fov in range(N_FOVS):
+        pd.testing.assert_frame_equal(_traces(out, fov), _traces(acquisition["reference"], fov))
+
+
+def test_a_prefect_server_with_a_password_serves_only_who_gives_it(
+    acquisition, cluster, tmp_path
+) -> None:
+    """docs/scaling.md's Prefect server: with PREFECT_SERVER_API_AUTH_STRING set, the API
+    refuses a request without the password and `pyama process` works with
+    PREFECT_API_AUTH_STRING."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_API_AUTH_STRING": "lab:s3cret",
+    }
+    env.pop("PREFECT_API_URL", None)
+    cluster.processes.start("server", [str(BIN / "prefect"), "server", "start"], env)
+
+    def status(auth: tuple[str, str] | None) -> int | None:
+        try:
+            return httpx.post(f"{url}/flows/filter", json={}, auth=auth, timeout=5).status_code
+        except httpx.HTTPError:
+            return None
+
+    wait_for("the Prefect server", lambda: status(("lab", "s3cret")) == 200, 90)
+    assert status(None) == 401 and status(("lab", "guess")) == 401
+
+    out = tmp_path / "out"
+    args = [str(BIN / "pyama"), "process", str(acquisition["path"]), "-o", str(out)]
+    client = {**_api_env(), "PREFECT_API_URL": url, "PREFECT_API_AUTH_STRING": "lab:s3cret"}
+    done = subprocess.run(args + ["--fovs", "0"], env=client, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    pd.testing.assert_frame_equal(_traces(out, 0), _traces(acquisition["reference"], 0))
