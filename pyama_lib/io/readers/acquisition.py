@@ -51,7 +51,8 @@ class Acquisition(ABC):
 
     def __init__(self, path: str | Path, **options: Any) -> None:
         self.path = Path(path)
-        self._options = options
+        # Options that cross into workers (pickling); an unset pin is no option at all.
+        self._options = {k: v for k, v in options.items() if k != "pinned" or v is not None}
         if not self.path.exists():
             raise AcquisitionNotFoundError(
                 self.path, "no such file; check the path and that the share is mounted"
