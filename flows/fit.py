@@ -114,11 +114,14 @@ def fit_traces_flow(
     futures: dict[Path, list[PrefectFuture]] = {}
     with ThreadPoolTaskRunner(max_workers=n_workers) as runner:
         for csv, table in tables.items():
+            t = table.index.to_numpy(dtype="float64")
+            y = table.to_numpy(dtype="float64").T  # one row per cell
             futures[csv] = [
                 runner.submit(
                     fit_chunk_task,
                     {
-                        "analysis_csv": str(csv),
+                        "t": t,
+                        "y": y[start : start + chunk_cells],
                         "start": start,
                         "stop": min(start + chunk_cells, table.shape[1]),
                         "model": model,

@@ -1,20 +1,21 @@
 """Prefect tasks of the analysis half: merge, fit a chunk of cells, draw a FOV's QC picture.
 
-Thin wrappers: each reads its inputs from disk by path and returns small results (a fit table
-of one chunk of cells is a few hundred rows), so nothing large crosses the task boundary.
+Thin wrappers returning small results (a fit table of one chunk of cells is a few hundred
+rows). Merge and QC read their inputs from disk by path; a fit chunk gets its traces from the
+flow, which runs its chunks in threads of its own process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from pyama_lib.analysis.fitting import fit_cells, fit_table
 from pyama_lib.analysis.merge import MergeResult, merge_samples
-from pyama_lib.io.analysis_csv import read_analysis_csv
 from pyama_lib.io.samples import Sample
 from pyama_lib.pipeline.plan import FovJob
 from pyama_lib.pipeline.qc import write_segmentation_png
@@ -41,7 +42,8 @@ def merge_task(
     cache_policy=NO_CACHE,
 )
 def fit_chunk_task(
-    analysis_csv: str,
+    t: np.ndarray,
+    y: np.ndarray,
     start: int,
     stop: int,
     model: str,
@@ -50,10 +52,9 @@ def fit_chunk_task(
     label: str = "",
     thorough: bool = False,
 ) -> pd.DataFrame:
-    """Fit cells ``start..stop-1`` (column positions) of one analysis CSV; their fit table."""
-    table = read_analysis_csv(analysis_csv)
-    y = table.iloc[:, start:stop].to_numpy(dtype="float64").T
-    t = table.index.to_numpy(dtype="float64")
+    """Fit cells ``start..stop-1`` (column positions of one analysis CSV, whose times are
+    ``t`` and traces the rows of ``y``); their fit table. The flow reads each CSV once and
+    hands every chunk its rows: a chunk reading the file would read it once per chunk."""
     fitted = fit_table(fit_cells(t, y, model, params, bounds, thorough=thorough))
     fitted["cell_id"] += start
     return fitted
