@@ -24,13 +24,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/pyama demo
 
-# Two workers, each taking whole files (module fixtures such as the deployments' server stay
-# in one process): 4.3 instead of 6.3 min on 2 cores in a slow hour, the same 764 tests.
+# Two workers, each taking whole files: module fixtures such as the deployments' server are
+# started once, in one process.
+# The cases marked long (services and clusters of real processes, minutes each) run with the
+# benchmarks, so that make test stays a few minutes.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not long"
 
 bench: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m long
 	$(PY) benchmarks/run.py
 
 lint: $(STAMP)

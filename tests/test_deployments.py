@@ -28,7 +28,7 @@ from pyama_lib.pipeline.run_record import load_run_yaml
 from pyama_lib.synthetic.generator import make_synthetic
 from tests.processes import Processes, wait_for
 
-pytestmark = pytest.mark.deployments
+pytestmark = [pytest.mark.deployments, pytest.mark.long]
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]

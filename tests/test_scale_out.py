@@ -152,6 +152,7 @@ def _flow_run(out: Path) -> tuple[RunRecord, list[Any], list[Any]]:
     return record, task_runs, logs
 
 
+@pytest.mark.long
 def test_a_worker_killed_mid_stage_costs_only_time(acquisition, cluster, tmp_path) -> None:
     address = cluster.start_scheduler()
     # fov_001's correct stage pauses for 30 s, once: the test kills the worker in it (its
@@ -211,6 +212,7 @@ def test_a_worker_killed_mid_stage_costs_only_time(acquisition, cluster, tmp_pat
     assert faults[survivor] < probes.FRESH_FRAME_FAULTS
 
 
+@pytest.mark.long
 def test_a_stage_that_kills_every_worker_fails_only_its_fov(acquisition, cluster, tmp_path) -> None:
     address = cluster.start_scheduler({"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"})
     for _ in range(2):  # nannies restart the workers that the stage kills
@@ -286,6 +288,7 @@ def test_a_cluster_without_workers_is_named(acquisition, cluster, tmp_path, monk
     assert not list((tmp_path / "out").glob("fov_*"))
 
 
+@pytest.mark.long
 def test_ctrl_c_leaves_no_stage_writing_on_the_cluster(acquisition, cluster, tmp_path) -> None:
     """Dask cannot stop a running task: after Ctrl-C the command cancels its stages and waits
     until no worker runs one, so its lock is never released under a stage still writing (a
@@ -312,6 +315,7 @@ def test_ctrl_c_leaves_no_stage_writing_on_the_cluster(acquisition, cluster, tmp
     assert load_run_yaml(out)[-1].status == "interrupted"
 
 
+@pytest.mark.long
 def test_a_tls_cluster_runs_the_command_and_refuses_a_client_without_its_certificate(
     acquisition, cluster, tmp_path
 ) -> None:
@@ -351,6 +355,7 @@ def test_a_tls_cluster_runs_the_command_and_refuses_a_client_without_its_certifi
         pd.testing.assert_frame_equal(_traces(out, fov), _traces(acquisition["reference"], fov))
 
 
+@pytest.mark.long
 def test_a_prefect_server_with_a_password_serves_only_who_gives_it(
     acquisition, cluster, tmp_path
 ) -> None:
