@@ -119,3 +119,23 @@ def test_assumed_frame_times_are_said_in_run_yaml_and_by_pyama_info(tmp_path, ca
     out = capsys.readouterr().out
     assert "times:    0-20 min, every 10 min (FOV 0)" in out
     assert "frame t is taken at t x 10 min, the interval given" in out
+
+
+def test_each_fov_names_the_run_whose_parameters_made_it(acq, tmp_path):
+    """FOV 0 processed with PyAMA's parameters, FOV 1 later with others: the results file says
+    which run made each FOV, and that run's run.yaml entry has its parameters."""
+    import yaml
+
+    made = {}
+    for fov, params in ((0, None), (1, {"tracking": {"max_gap": 2}})):
+        plan = plan_jobs(acq, tmp_path, Channels(pc=0, fl=[1]), fovs=[fov], params=params)
+        results = {fov: [run_stage(s, plan.jobs[0]).as_dict() for s in STAGES]}
+        record = start_run_record(plan, list(STAGES), time.time(), SETTINGS)
+        write_run_outputs(plan, results, record, started=time.time())
+        made[fov] = record.run_id
+    written = yaml.safe_load((tmp_path / "processing_results.yaml").read_text())
+    assert written["run_of_fov"] == made
+    runs = {r.run_id: r for r in load_run_yaml(tmp_path)}
+    assert runs[made[0]].parameters["params"]["tracking"]["max_gap"] != 2
+    assert runs[made[1]].parameters["params"]["tracking"]["max_gap"] == 2
+    assert sorted(load_results(tmp_path).results_paths) == [0, 1]  # PyAMA's part unchanged

@@ -239,7 +239,7 @@ def write_run_outputs(
     stages = list(record.parameters["stages"])
     fovs = [_fov_summary(fov, results[fov]) for fov in sorted(results)]
     ok = [f.fov for f in fovs if f.status != "failed"]
-    update_results_file(results_entries(plan, ok))
+    update_results_file(results_entries(plan, ok, record.run_id))
     for f in fovs:
         for stage, seconds in f.seconds.items():
             if seconds == "skipped":

@@ -341,6 +341,12 @@ def union_channels(old: Channels, new: Channels) -> Channels:
     )
 
 
+#: Top-level key (not PyAMA's; its readers ignore it): FOV → the ``run_id`` of the run.yaml
+#: entry that last processed it, whose ``parameters`` are the FOV's, where FOVs of runs with
+#: different parameters share the folder (``params`` above are the latest run's).
+RUN_OF_FOV = "run_of_fov"
+
+
 def merge_results(existing: ProcessingResults, new: ProcessingResults) -> ProcessingResults:
     """Union of two results: every FOV and channel of either; ``new`` wins where both have one.
 
@@ -348,7 +354,8 @@ def merge_results(existing: ProcessingResults, new: ProcessingResults) -> Proces
       ``new`` when it has them, list entries are united per channel (``new``'s path replaces the
       same channel's old path).
     - ``channels.fl`` becomes the sorted union; ``channels.pc`` is ``new``'s unless it has none.
-    - ``params`` and ``extra``: shallow update, ``new``'s values win (they describe the last run).
+    - ``params`` and ``extra``: shallow update, ``new``'s values win (they describe the last run);
+      :data:`RUN_OF_FOV` is united per FOV.
     - ``output_dir`` and ``time_units`` are ``new``'s.
 
     Neither input is modified.
@@ -361,6 +368,9 @@ def merge_results(existing: ProcessingResults, new: ProcessingResults) -> Proces
         time_units=fresh.time_units,
         extra={**old.extra, **fresh.extra},
     )
+    runs = {**(old.extra.get(RUN_OF_FOV) or {}), **(fresh.extra.get(RUN_OF_FOV) or {})}
+    if runs:
+        merged.extra[RUN_OF_FOV] = {int(fov): runs[fov] for fov in sorted(runs, key=int)}
     for fov in sorted(set(old.results_paths) | set(fresh.results_paths)):
         a = old.results_paths.get(fov, FovResults())
         b = fresh.results_paths.get(fov, FovResults())

@@ -29,7 +29,7 @@ from pyama_lib.core.errors import InputDataError, ParamsError
 from pyama_lib.core.selection import STAGES, Channels
 from pyama_lib.io.identity import identity_key, input_identity
 from pyama_lib.io.readers.acquisition import Acquisition
-from pyama_lib.io.results_yaml import FovResults, ProcessingResults
+from pyama_lib.io.results_yaml import RUN_OF_FOV, FovResults, ProcessingResults
 from pyama_lib.io.store import FovStore, array_name, parse_array_name
 from pyama_lib.io.traces import (
     PARQUET_DIR,
@@ -296,14 +296,20 @@ def run_stage(stage: str, job: FovJob) -> StageResult:
     return result
 
 
-def results_entries(plan: Plan, fovs: Sequence[int]) -> ProcessingResults:
-    """The processing_results.yaml entries of ``fovs`` (files that exist on disk)."""
+def results_entries(
+    plan: Plan, fovs: Sequence[int], run_id: str | None = None
+) -> ProcessingResults:
+    """The processing_results.yaml entries of ``fovs`` (files that exist on disk); with the
+    ``run_id`` of the run (run.yaml) that processed them, recorded per FOV under
+    :data:`~pyama_lib.io.results_yaml.RUN_OF_FOV`."""
     out = Path(plan.output_dir)
     results = ProcessingResults(
         output_dir=out,
         channels=plan.channels,
         params=plan.params.as_dict(),
     )
+    if run_id is not None:
+        results.extra[RUN_OF_FOV] = {int(fov): run_id for fov in fovs}
     pc = plan.channels.pc
     jobs = {job.fov: job for job in plan.jobs}
     for fov in fovs:

@@ -17,7 +17,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from pyama_lib.io.results_yaml import load_results, results_file_path, save_results
+from pyama_lib.io.results_yaml import RUN_OF_FOV, load_results, results_file_path, save_results
 from pyama_lib.io.store import FovStore, array_name, fov_dir
 from pyama_lib.io.traces import PARQUET_DIR
 from pyama_lib.pipeline.plan import Plan
@@ -73,6 +73,7 @@ def set_aside_superseded(plan: Plan) -> str | None:
         results = load_results(out)
         for fov in stale:
             results.results_paths.pop(fov, None)
+            (results.extra.get(RUN_OF_FOV) or {}).pop(fov, None)
         save_results(results)
     return (
         f"{out}: FOV(s) {stale} were computed from another version of {plan.input_path} or "
