@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -62,3 +63,20 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float =
             return value
         time.sleep(every)
     pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def prefect_server_env(home: Path, **extra: str) -> tuple[dict[str, str], str]:
+    """The environment of a ``prefect server start`` of its own (state in ``home``, a free port
+    on 127.0.0.1, no analytics) plus ``extra``, and its API URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **extra,
+    }
+    return env, f"http://127.0.0.1:{port}/api"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ import yaml
 
 from pyama_lib.pipeline.run_record import load_run_yaml
 from pyama_lib.synthetic.generator import make_synthetic
-from tests.processes import Processes, wait_for
+from tests.processes import Processes, prefect_server_env, wait_for
 
 pytestmark = [pytest.mark.deployments, pytest.mark.long]
 
@@ -99,22 +98,14 @@ def final(runs: list[dict[str, Any]], n: int) -> list[dict[str, Any]] | None:
 def service(tmp_path_factory) -> Iterator[dict[str, Any]]:
     """A Prefect server and ``pyama serve`` over two inbox folders."""
     root = tmp_path_factory.mktemp("service")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(root / "prefect"),
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_API_URL": url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_LOGGING_LEVEL": "INFO",
-        "XDG_STATE_HOME": str(root / "state"),
-    }
+    env, url = prefect_server_env(
+        root / "prefect",
+        PREFECT_RUNNER_POLL_FREQUENCY="1",
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_LOGGING_LEVEL="INFO",
+        XDG_STATE_HOME=str(root / "state"),
+    )
+    env["PREFECT_API_URL"] = url
     procs = Processes(root)
     inboxes = [root / "inbox", root / "inbox-sweep"]
     for folder in inboxes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -35,24 +36,33 @@ lock.release()
 """
 
 
-@pytest.fixture
-def holder(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
-    """A separate Python process holding the lock on tmp_path/out."""
-    out = tmp_path / "out"
+@contextlib.contextmanager
+def _holding(out: Path, script: str = _HOLDER) -> Iterator[subprocess.Popen[str]]:
+    """A separate Python process (running ``script``) holding the lock on ``out``."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(out)],
+        [sys.executable, "-c", script, str(out)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env=env,
     )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    yield proc, out
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=10)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def holder(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """A separate Python process holding the lock on tmp_path/out."""
+    out = tmp_path / "out"
+    with _holding(out) as proc:
+        yield proc, out
 
 
 def _write_lock(out: Path, hostname: str, pid: int, heartbeat: datetime) -> None:
@@ -282,25 +292,12 @@ _NFS_HOLDER = (
 
 def test_the_lock_works_where_flock_is_a_posix_lock_as_on_nfs(tmp_path, monkeypatch) -> None:
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _NFS_HOLDER, str(out)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
     nfs = types.SimpleNamespace(LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB, flock=_nfs_flock)
-    monkeypatch.setattr(lock_module, "fcntl", nfs)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    with _holding(out, _NFS_HOLDER) as proc:
+        monkeypatch.setattr(lock_module, "fcntl", nfs)
         with pytest.raises(RunLockedError, match=f"pid {proc.pid}"):
             OutputLock(out).acquire()
         proc.kill()
         proc.wait(timeout=10)
         with OutputLock(out) as lock:  # the killed run's lock is taken over
             assert lock.takeover_note is not None and f"pid {proc.pid}" in lock.takeover_note
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)

@@ -29,7 +29,7 @@ from flows.process import process_acquisition
 from pyama_lib.pipeline.run_record import RunRecord, load_run_yaml
 from pyama_lib.synthetic.generator import make_synthetic
 from tests import probes
-from tests.processes import Processes, wait_for
+from tests.processes import Processes, prefect_server_env, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -362,22 +362,9 @@ def test_a_prefect_server_with_a_password_serves_only_who_gives_it(
     """docs/scaling.md's Prefect server: with PREFECT_SERVER_API_AUTH_STRING set, the API
     refuses a request without the password and `pyama process` works with
     PREFECT_API_AUTH_STRING."""
-    import socket
-
     import httpx
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_API_AUTH_STRING": "lab:s3cret",
-    }
+    env, url = prefect_server_env(tmp_path / "prefect", PREFECT_SERVER_API_AUTH_STRING="lab:s3cret")
     env.pop("PREFECT_API_URL", None)
     cluster.processes.start("server", [str(BIN / "prefect"), "server", "start"], env)
 
