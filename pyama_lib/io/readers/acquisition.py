@@ -24,6 +24,10 @@ from pyama_lib.core.errors import (
     InboxPathError,
 )
 
+# The metadata attributes every reader sets in ``_open``.
+_METADATA = ("n_fovs", "n_frames", "n_channels", "height", "width", "dtype", "channel_names")
+_METADATA += ("pixel_size_um", "times_note")
+
 
 class Acquisition(ABC):
     """A multi-FOV time-lapse: ``frame(fov, channel, t)`` gives one 2-D image.
@@ -82,6 +86,14 @@ class Acquisition(ABC):
     def _fileno(self) -> int | None:
         """The descriptor of the open file, where the reader exposes it."""
         return None
+
+    def _adopt(self, index: Any) -> None:
+        """Take the metadata attributes from an index shared by several opens of one file
+        (:mod:`~pyama_lib.io.readers.index_cache`); lists are copied, so that one acquisition
+        altering its own cannot alter the others'."""
+        for name in _METADATA:
+            value = getattr(index, name)
+            setattr(self, name, list(value) if isinstance(value, list) else value)
 
     def _check_pinned(self, pinned: Sequence[int]) -> None:
         """Refuse a file that is not the one checked before (``pinned``: its device and inode).

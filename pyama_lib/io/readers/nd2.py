@@ -1,12 +1,15 @@
 """Nikon ND2 acquisitions through the ``nd2`` package: :class:`ND2Acquisition`.
 
 Frames are read one at a time with ``ND2File.read_frame(sequence_index)``; the sequence index of
-(FOV, time point, Z = 0) is looked up in a table built once from ``ND2File.loop_indices``, so any
-nesting order of the P/T/Z loops works. Nothing is ever written by this module.
+(FOV, time point, Z = 0) is looked up in a table built from ``ND2File.loop_indices``, so any
+nesting order of the P/T/Z loops works. The open file, its metadata and that table are built
+once per process and file (:mod:`~pyama_lib.io.readers.index_cache`): both grow with the number
+of positions. Nothing is ever written by this module.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +25,7 @@ from pyama_lib.core.errors import (
     UnsupportedFormatError,
 )
 from pyama_lib.io.readers.acquisition import Acquisition
+from pyama_lib.io.readers.index_cache import lease_index
 
 __all__ = ["ND2Acquisition"]
 
@@ -65,42 +69,132 @@ class ND2Acquisition(Acquisition):
     ) -> None:
         if times not in _TIMES:
             raise ValueError(f"times must be one of {_TIMES}, got {times!r}")
-        self._f: nd2.ND2File | None = None
         super().__init__(path, times=times, recent_seconds=float(recent_seconds), pinned=pinned)
 
     def _fileno(self) -> int | None:
+        return None if self._lease.released else self._index.fileno()
+
+    # -- opening ----------------------------------------------------------------------------
+    def _open(self) -> None:
+        recent_seconds = self._options["recent_seconds"]
+        # The index does not depend on the options: ``times`` only chooses which times
+        # frame_times gives, ``recent_seconds`` only how a failure is reported.
+        self._lease = lease_index(
+            self.path, type(self).__name__, lambda: _Nd2Index.build(self.path, recent_seconds)
+        )
+        self._index = self._lease.value
+        self._adopt(self._index)
+
+    # -- reading ----------------------------------------------------------------------------
+    def _handle(self) -> nd2.ND2File:
+        if self._lease.released:
+            raise ValueError(f"{self.path}: the acquisition is closed")
+        return self._index.f
+
+    def _read_frame(self, fov: int, channel: int, t: int) -> np.ndarray:
+        f = self._handle()
+        try:
+            with self._index.lock:  # the handle is shared by every open of the file
+                data = f.read_frame(int(self._index.seq[fov, t]))
+        except Exception as exc:
+            raise CorruptFileError(
+                self.path,
+                f"cannot read FOV {fov}, frame {t}: {type(exc).__name__}: {exc}; "
+                "the file is probably damaged — copy it again from the microscope",
+            ) from exc
+        # read_frame squeezes length-1 axes (even Y or X); the reshape restores (C, Y, X).
+        planes = np.asarray(data).reshape(self.n_channels, self.height, self.width)
+        # Copy: read_frame may return a read-only view into the memory-mapped file (which stays
+        # open while this acquisition holds its lease).
+        return np.array(planes[channel], dtype=self.dtype, copy=True)
+
+    def frame_times(self, fov: int) -> np.ndarray:
+        """Times of the FOV's frames in minutes (float64, length ``n_frames``).
+
+        Nominal times are the same for every FOV; measured times are the FOV's own stamps.
+        """
+        self.check_fov(fov)
+        if self._options["times"] == "nominal":
+            if self._index.nominal_min is None:
+                raise CorruptFileError(
+                    self.path,
+                    f"the time loop does not describe the file's {self.n_frames} time points; "
+                    "use times='measured'",
+                )
+            return self._index.nominal_min.copy()
+        f = self._handle()
+        stamps_ms = np.empty(self.n_frames, dtype=np.float64)
+        for t in range(self.n_frames):
+            with self._index.lock:
+                meta = f.frame_metadata(int(self._index.seq[fov, t]))
+            if not isinstance(meta, nd2.structures.FrameMetadata) or not meta.channels:
+                raise UnsupportedFormatError(
+                    self.path,
+                    "this ND2 file has no per-frame time stamps (legacy format?); "
+                    "use times='nominal'",
+                )
+            stamps_ms[t] = meta.channels[0].time.relativeTimeMs
+        return stamps_ms / _MS_PER_MIN
+
+    def _close(self) -> None:
+        self._lease.release()
+
+
+class _Nd2Index:
+    """An opened ND2 file with its metadata and sequence table: what every
+    :class:`ND2Acquisition` of the file shares. Implements
+    :class:`~pyama_lib.io.readers.index_cache.Indexed`."""
+
+    cacheable = True
+    pixel_size_um: float | None = None
+    times_note: str | None = None
+
+    def __init__(self, path: Path, f: nd2.ND2File, recent_seconds: float) -> None:
+        self.path, self.f = path, f
+        self.lock = threading.Lock()
+        self._read_layout(recent_seconds)
+
+    @classmethod
+    def build(cls, path: Path, recent_seconds: float) -> _Nd2Index:
+        """Open and index ``path``; an unreadable or unsupported file raises, leaving nothing
+        open."""
+        try:
+            supported = nd2.is_supported_file(path)
+        except OSError as exc:  # unreadable (permissions, a folder named .nd2...), not corrupt
+            raise AcquisitionError(path, f"cannot be read: {exc}") from exc
+        if not supported:
+            raise CorruptFileError(
+                path,
+                "not an ND2 file (unrecognised header); check that the file is a Nikon .nd2 "
+                "and was copied completely",
+            )
+        try:
+            f = nd2.ND2File(path)
+        except Exception as exc:
+            raise _unreadable(path, exc, recent_seconds) from exc
+        try:
+            return cls(path, f, recent_seconds)
+        except BaseException:
+            f.close()
+            raise
+
+    def fileno(self) -> int | None:
         # The nd2 package keeps its file object private; without it the path is checked.
-        handle = getattr(getattr(self._f, "_rdr", None), "_fh", None)
+        handle = getattr(getattr(self.f, "_rdr", None), "_fh", None)
         try:
             return handle.fileno() if handle is not None else None
         except (OSError, ValueError):
             return None
 
-    # -- opening ----------------------------------------------------------------------------
-    def _open(self) -> None:
-        try:
-            supported = nd2.is_supported_file(self.path)
-        except OSError as exc:  # unreadable (permissions, a folder named .nd2...), not corrupt
-            raise AcquisitionError(self.path, f"cannot be read: {exc}") from exc
-        if not supported:
-            raise CorruptFileError(
-                self.path,
-                "not an ND2 file (unrecognised header); check that the file is a Nikon .nd2 "
-                "and was copied completely",
-            )
-        try:
-            f = nd2.ND2File(self.path)
-        except Exception as exc:
-            raise self._unreadable(exc) from exc
-        try:
-            self._read_layout(f)
-        except BaseException:
-            f.close()
-            raise
-        self._f = f
+    def reopen(self) -> None:
+        self.f.open()  # by path; the cache checks that it is still the file indexed
 
-    def _read_layout(self, f: nd2.ND2File) -> None:
-        """Set the metadata attributes and the sequence-index table from an open file."""
+    def close(self) -> None:
+        self.f.close()
+
+    def _read_layout(self, recent_seconds: float) -> None:
+        """Set the metadata attributes and the sequence-index table from the open file."""
+        f, path = self.f, self.path
         try:
             # The chunk map at the end of the file is parsed lazily, on first metadata access;
             # a truncated file fails here.
@@ -111,17 +205,17 @@ class ND2Acquisition(Acquisition):
             metadata = f.metadata
             dtype = np.dtype(f.dtype)
         except Exception as exc:
-            raise self._unreadable(exc) from exc
+            raise _unreadable(path, exc, recent_seconds) from exc
         if is_rgb or "S" in sizes:
             raise UnsupportedFormatError(
-                self.path,
+                path,
                 "RGB ND2 not supported; export the channels as grayscale (one component per "
                 "channel) from NIS-Elements and use that file",
             )
         unknown = sorted(set(sizes) - _KNOWN_AXES)
         if unknown:
             raise UnsupportedFormatError(
-                self.path,
+                path,
                 f"unsupported axes {unknown} (sizes {sizes}); PyAMA Flow reads ND2 files with "
                 "P, T, Z and C loops only",
             )
@@ -133,84 +227,35 @@ class ND2Acquisition(Acquisition):
         self.dtype = dtype
         self.channel_names = _channel_names(metadata, self.n_channels)
         self.pixel_size_um = _pixel_size_um(metadata)
-        self._seq = _sequence_table(loop_indices, self.n_fovs, self.n_frames)
-        if (self._seq < 0).any():
-            fov, t = np.argwhere(self._seq < 0)[0]
+        self.seq = _sequence_table(loop_indices, self.n_fovs, self.n_frames)
+        if (self.seq < 0).any():
+            fov, t = np.argwhere(self.seq < 0)[0]
             raise CorruptFileError(
-                self.path,
+                path,
                 f"no frame for FOV {fov}, time point {t} in the loop index; the experiment "
                 "metadata is inconsistent — open the file in NIS-Elements to check it",
             )
-        self._nominal_min = _nominal_times_min(experiment, self.n_frames)
+        self.nominal_min = _nominal_times_min(experiment, self.n_frames)
 
-    def _unreadable(self, exc: Exception) -> CorruptFileError | AcquisitionIncompleteError:
-        """The error for a file with a valid header that cannot be indexed."""
-        detail = f"{type(exc).__name__}: {exc}"[:200]
-        age = time.time() - self.path.stat().st_mtime
-        if age < self._options["recent_seconds"]:
-            return AcquisitionIncompleteError(
-                self.path,
-                f"cannot be indexed and was modified {max(age, 0.0):.0f} s ago: still being "
-                "written? wait until the acquisition finishes, then run again "
-                f"({detail})",
-            )
-        return CorruptFileError(
-            self.path,
-            "cannot be indexed: the file is truncated or damaged (was the copy interrupted?); "
-            f"copy it again from the microscope, or try nd2.rescue_nd2 ({detail})",
+
+def _unreadable(
+    path: Path, exc: Exception, recent_seconds: float
+) -> CorruptFileError | AcquisitionIncompleteError:
+    """The error for a file with a valid header that cannot be indexed."""
+    detail = f"{type(exc).__name__}: {exc}"[:200]
+    age = time.time() - path.stat().st_mtime
+    if age < recent_seconds:
+        return AcquisitionIncompleteError(
+            path,
+            f"cannot be indexed and was modified {max(age, 0.0):.0f} s ago: still being "
+            "written? wait until the acquisition finishes, then run again "
+            f"({detail})",
         )
-
-    # -- reading ----------------------------------------------------------------------------
-    def _handle(self) -> nd2.ND2File:
-        if self._f is None or self._f.closed:
-            raise ValueError(f"{self.path}: the acquisition is closed")
-        return self._f
-
-    def _read_frame(self, fov: int, channel: int, t: int) -> np.ndarray:
-        f = self._handle()
-        try:
-            data = f.read_frame(int(self._seq[fov, t]))
-        except Exception as exc:
-            raise CorruptFileError(
-                self.path,
-                f"cannot read FOV {fov}, frame {t}: {type(exc).__name__}: {exc}; "
-                "the file is probably damaged — copy it again from the microscope",
-            ) from exc
-        # read_frame squeezes length-1 axes (even Y or X); the reshape restores (C, Y, X).
-        planes = np.asarray(data).reshape(self.n_channels, self.height, self.width)
-        # Copy: read_frame may return a read-only view into the memory-mapped file.
-        return np.array(planes[channel], dtype=self.dtype, copy=True)
-
-    def frame_times(self, fov: int) -> np.ndarray:
-        """Times of the FOV's frames in minutes (float64, length ``n_frames``).
-
-        Nominal times are the same for every FOV; measured times are the FOV's own stamps.
-        """
-        self.check_fov(fov)
-        if self._options["times"] == "nominal":
-            if self._nominal_min is None:
-                raise CorruptFileError(
-                    self.path,
-                    f"the time loop does not describe the file's {self.n_frames} time points; "
-                    "use times='measured'",
-                )
-            return self._nominal_min.copy()
-        f = self._handle()
-        stamps_ms = np.empty(self.n_frames, dtype=np.float64)
-        for t in range(self.n_frames):
-            meta = f.frame_metadata(int(self._seq[fov, t]))
-            if not isinstance(meta, nd2.structures.FrameMetadata) or not meta.channels:
-                raise UnsupportedFormatError(
-                    self.path,
-                    "this ND2 file has no per-frame time stamps (legacy format?); "
-                    "use times='nominal'",
-                )
-            stamps_ms[t] = meta.channels[0].time.relativeTimeMs
-        return stamps_ms / _MS_PER_MIN
-
-    def _close(self) -> None:
-        if self._f is not None:
-            self._f.close()
+    return CorruptFileError(
+        path,
+        "cannot be indexed: the file is truncated or damaged (was the copy interrupted?); "
+        f"copy it again from the microscope, or try nd2.rescue_nd2 ({detail})",
+    )
 
 
 def _sequence_table(

@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import threading
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -28,18 +27,27 @@ from pyama_lib.core.errors import (
     UnsupportedFormatError,
 )
 from pyama_lib.io.readers.acquisition import Acquisition
+from pyama_lib.io.readers.index_cache import lease_index
+from pyama_lib.io.readers.ome_metadata import (
+    ome_channel_names,
+    ome_pixel_size_um,
+    ome_pixels,
+    ome_times_minutes,
+)
 
 FovFrames = Iterable[np.ndarray]
 """One FOV to write: its frames in time order, each a (C, H, W) array."""
 
 _SUPPORTED_AXES = set("TCZYX")
-# OME UnitsTime symbols → minutes (OME's default unit for DeltaT is the second).
-_MINUTES_PER_UNIT = {"s": 1 / 60, "ms": 1 / 60_000, "µs": 1 / 60e6, "us": 1 / 60e6}
-_MINUTES_PER_UNIT |= {"min": 1.0, "h": 60.0, "d": 1440.0}
 
 
 class OmeTiffAcquisition(Acquisition):
     """A multi-position OME-TIFF (or plain/ImageJ TIFF with T/C/Z axes) as an Acquisition.
+
+    The file's index (every series' pages, its OME metadata) is built once per process and
+    shared by every open of the same unchanged file (see
+    :mod:`~pyama_lib.io.readers.index_cache`): opening one FOV of a file of a thousand costs
+    what it does in a file of four.
 
     Parameters
     ----------
@@ -61,42 +69,28 @@ class OmeTiffAcquisition(Acquisition):
         super().__init__(path, interval_min=interval_min, pinned=pinned)
 
     def _fileno(self) -> int | None:
-        return self._tif.filehandle.fileno() if self._tif is not None else None
+        return None if self._lease.released else self._index.fileno()
 
     # -- Acquisition interface --------------------------------------------------------
     def _open(self) -> None:
-        self._lock = threading.Lock()
-        self._tif: tifffile.TiffFile | None = None
-        warnings = _TiffWarnings()
-        try:
-            with warnings:
-                self._tif = tifffile.TiffFile(self.path)
-                self._index_series(self._tif)
-        except Exception as exc:
-            self._close()
-            if isinstance(exc, PyamaError) and not warnings.damage:
-                raise
-            problem = warnings.damage[0] if warnings.damage else f"{type(exc).__name__}: {exc}"
-            raise CorruptFileError(
-                self.path,
-                f"cannot be read as a TIFF file ({problem}); the file is damaged, truncated, "
-                "still being written or not a TIFF; re-copy or re-export it",
-            ) from exc
-        if warnings.damage:
-            # tifffile only logs broken IFD/tag offsets and falls back to what it can read, which
-            # would silently present a truncated file as a shorter or plain one.
-            self._close()
-            raise CorruptFileError(
-                self.path,
-                f"the TIFF structure is damaged ({warnings.damage[0]}); the file is truncated "
-                "or still being written; wait for the microscope to finish or re-copy it",
-            )
+        interval_min = self._options["interval_min"]
+        self._lease = lease_index(
+            self.path,
+            (type(self).__name__, interval_min),
+            lambda: _TiffIndex.build(self.path, interval_min),
+        )
+        self._index = self._lease.value
+        self._adopt(self._index)
 
     def _read_frame(self, fov: int, channel: int, t: int) -> np.ndarray:
-        page = self._pages[fov][t * self._t_stride + channel * self._c_stride]
+        if self._lease.released:
+            raise ValueError(f"{self.path}: the acquisition is closed")
+        index = self._index
+        page = index.pages[fov][t * index.t_stride + channel * index.c_stride]
         try:
-            with self._lock:  # one file handle: seek + read must not interleave across threads
-                frame = page.asarray()
+            # One file handle: its seek + read must not interleave across threads, while the
+            # decoding (zlib and the like) may run in parallel outside the lock.
+            frame = page.asarray(lock=index.lock)
         except Exception as exc:
             raise CorruptFileError(
                 self.path,
@@ -106,28 +100,86 @@ class OmeTiffAcquisition(Acquisition):
         return frame.reshape(self.height, self.width)
 
     def _close(self) -> None:
-        if self._tif is not None:
-            self._tif.close()
-            self._tif = None
+        self._lease.release()
 
     def frame_times(self, fov: int) -> np.ndarray:
         self.check_fov(fov)
-        times = self._times[fov]
+        times = self._index.times[fov]
         if times is None:
-            return np.arange(self.n_frames, dtype=np.float64) * self._interval_min
+            return np.arange(self.n_frames, dtype=np.float64) * self._index.interval_min
         return times.copy()
 
-    # -- indexing ---------------------------------------------------------------------
-    def _index_series(self, tif: tifffile.TiffFile) -> None:
+
+class _TiffIndex:
+    """An opened, indexed TIFF: what every :class:`OmeTiffAcquisition` of the file shares.
+
+    Holds the ``tifffile.TiffFile`` (all IFDs read), each FOV's pages, the metadata attributes
+    and the lock of the one file handle. Implements
+    :class:`~pyama_lib.io.readers.index_cache.Indexed`.
+    """
+
+    times_note: str | None = None
+
+    def __init__(self, path: Path, tif: tifffile.TiffFile, interval_min: float | None) -> None:
+        self.path, self.tif = path, tif
+        self.lock = threading.RLock()
+        self._index_series(interval_min)
+        # Pages of other files (a multi-file OME-TIFF) would make the index depend on files
+        # whose changes the cache does not see.
+        self.cacheable = all(p.parent is tif for fov in self.pages for p in fov)
+
+    @classmethod
+    def build(cls, path: Path, interval_min: float | None) -> _TiffIndex:
+        """Open and index ``path``; a damaged or unsupported file raises, leaving nothing open."""
+        tif: tifffile.TiffFile | None = None
+        warnings = _TiffWarnings()
+        try:
+            with warnings:
+                tif = tifffile.TiffFile(path)
+                index = cls(path, tif, interval_min)
+        except Exception as exc:
+            if tif is not None:
+                tif.close()
+            if isinstance(exc, PyamaError) and not warnings.damage:
+                raise
+            problem = warnings.damage[0] if warnings.damage else f"{type(exc).__name__}: {exc}"
+            raise CorruptFileError(
+                path,
+                f"cannot be read as a TIFF file ({problem}); the file is damaged, truncated, "
+                "still being written or not a TIFF; re-copy or re-export it",
+            ) from exc
+        if warnings.damage:
+            # tifffile only logs broken IFD/tag offsets and falls back to what it can read, which
+            # would silently present a truncated file as a shorter or plain one.
+            tif.close()
+            raise CorruptFileError(
+                path,
+                f"the TIFF structure is damaged ({warnings.damage[0]}); the file is truncated "
+                "or still being written; wait for the microscope to finish or re-copy it",
+            )
+        return index
+
+    def fileno(self) -> int | None:
+        handle = self.tif.filehandle
+        return None if handle.closed else handle.fileno()
+
+    def reopen(self) -> None:
+        self.tif.filehandle.open()  # by the path tifffile resolved; the cache checks its identity
+
+    def close(self) -> None:
+        self.tif.close()
+
+    def _index_series(self, interval_min: float | None) -> None:
+        path, tif = self.path, self.tif
         all_series = list(tif.series)
         if not all_series:
-            raise CorruptFileError(self.path, "the TIFF holds no image data")
-        layouts = [_series_layout(self.path, s, i) for i, s in enumerate(all_series)]
+            raise CorruptFileError(path, "the TIFF holds no image data")
+        layouts = [_series_layout(path, s, i) for i, s in enumerate(all_series)]
         first = layouts[0]
         for i, lay in enumerate(layouts[1:], start=1):
             if (lay["sizes"], lay["dtype"]) != (first["sizes"], first["dtype"]):
                 raise UnsupportedFormatError(
-                    self.path,
+                    path,
                     f"series {i} has sizes {lay['sizes']} and dtype {lay['dtype']} but series 0 "
                     f"has {first['sizes']} and {first['dtype']}; PyAMA Flow needs every position "
                     "to share shape and dtype (split the file per position)",
@@ -137,35 +189,34 @@ class OmeTiffAcquisition(Acquisition):
         self.n_frames, self.n_channels = sizes["T"], sizes["C"]
         self.height, self.width = sizes["Y"], sizes["X"]
         self.dtype = np.dtype(first["dtype"])
-        self._t_stride, self._c_stride = first["strides"]["T"], first["strides"]["C"]
-        self._pages = [lay["pages"] for lay in layouts]
-        _check_pages_in_file(self.path, self._pages, os.path.getsize(self.path))
+        self.t_stride, self.c_stride = first["strides"]["T"], first["strides"]["C"]
+        self.pages: list[list[Any]] = [lay["pages"] for lay in layouts]
+        _check_pages_in_file(path, self.pages, os.path.getsize(path))
 
-        images = _ome_images(tif.ome_metadata) if tif.is_ome else []
+        images = ome_pixels(tif.ome_metadata) if tif.is_ome else []
         if tif.is_ome and len(images) != self.n_fovs:
             images = []  # cannot pair OME Images with series: no names, no DeltaT
-        names = [_channel_names(img, self.n_channels) for img in images] or [None]
+        names = [ome_channel_names(img, self.n_channels) for img in images] or [None]
         if any(n != names[0] for n in names):
             raise UnsupportedFormatError(
-                self.path,
+                path,
                 f"positions have different channels ({names[0]} vs "
                 f"{next(n for n in names if n != names[0])}); split the file per channel set",
             )
         self.channel_names = names[0] or [f"ch{c}" for c in range(self.n_channels)]
-        self.pixel_size_um = _pixel_size_um(images[0]) if images else None
-        times = [_times_minutes(self.path, img, self.n_frames) for img in images]
-        self._times: list[np.ndarray | None] = times or [None] * self.n_fovs
-        given = self._options["interval_min"]
-        self._interval_min = 1.0 if given is None else float(given)
-        if any(t is None for t in self._times):
-            note = f"{self.path}: the file records no frame times (no OME DeltaT or TimeIncrement)"
-            if given is None:
+        self.pixel_size_um = ome_pixel_size_um(images[0]) if images else None
+        times = [ome_times_minutes(path, img, self.n_frames) for img in images]
+        self.times: list[np.ndarray | None] = times or [None] * self.n_fovs
+        self.interval_min = 1.0 if interval_min is None else float(interval_min)
+        if any(t is None for t in self.times):
+            note = f"{path}: the file records no frame times (no OME DeltaT or TimeIncrement)"
+            if interval_min is None:
                 note += (
                     "; frame t is taken at t x 1 min (PyAMA's fallback). Give the real interval "
                     "with --interval MINUTES (pyama process, pyama info)"
                 )
             else:
-                note += f"; frame t is taken at t x {self._interval_min:g} min, the interval given"
+                note += f"; frame t is taken at t x {self.interval_min:g} min, the interval given"
             self.times_note = note
 
 
@@ -235,85 +286,6 @@ def _check_pages_in_file(path: Path, pages: list[list[Any]], file_size: int) -> 
                     f"the pixel data of FOV {fov} run past the end of the file "
                     f"({max(ends)} > {file_size} bytes); the file is truncated, re-copy it",
                 )
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def _ome_images(xml: str | None) -> list[ET.Element]:
-    """The OME ``Pixels`` elements that hold data, in file order (as tifffile's series)."""
-    if not xml:
-        return []
-    root = ET.fromstring(xml)
-    pixels = [
-        px
-        for image in root
-        if _local(image.tag) == "Image"
-        for px in image
-        if _local(px.tag) == "Pixels"
-    ]
-    # tifffile skips Images without TiffData; pairing must skip them too.
-    return [px for px in pixels if any(_local(e.tag) == "TiffData" for e in px)]
-
-
-def _channel_names(pixels: ET.Element, n_channels: int) -> list[str]:
-    chans = [e for e in pixels if _local(e.tag) == "Channel"]
-    names = [e.get("Name") or f"ch{i}" for i, e in enumerate(chans)]
-    return (names + [f"ch{i}" for i in range(len(names), n_channels)])[:n_channels]
-
-
-_MICROMETRES_PER_UNIT = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}
-
-
-def _pixel_size_um(pixels: ET.Element) -> float | None:
-    """``PhysicalSizeX`` in µm (OME's default unit), or None when absent or in another unit."""
-    size, unit = pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit", "µm")
-    if size is None or unit not in _MICROMETRES_PER_UNIT:
-        return None
-    um = float(size) * _MICROMETRES_PER_UNIT[unit]
-    return um if um > 0 else None
-
-
-def _times_minutes(path: Path, pixels: ET.Element, n_frames: int) -> np.ndarray | None:
-    """Frame times in minutes: the planes' DeltaT, else ``Pixels@TimeIncrement`` per frame,
-    else None (the file has none)."""
-    times = _delta_t_minutes(path, pixels, n_frames)
-    increment = pixels.get("TimeIncrement")
-    if times is not None or increment is None:
-        return times
-    unit = pixels.get("TimeIncrementUnit", "s")
-    if unit not in _MINUTES_PER_UNIT:
-        raise UnsupportedFormatError(
-            path,
-            f"OME TimeIncrementUnit {unit!r} is not a time unit PyAMA Flow knows (s, ms, min, h)",
-        )
-    step = float(increment) * _MINUTES_PER_UNIT[unit]
-    if not np.isfinite(step) or step <= 0:
-        return None
-    return np.arange(n_frames, dtype=np.float64) * step
-
-
-def _delta_t_minutes(path: Path, pixels: ET.Element, n_frames: int) -> np.ndarray | None:
-    """Per-frame times in minutes from Plane DeltaT (Z 0, first channel), or None if incomplete."""
-    times: dict[int, float] = {}
-    for plane in pixels:
-        if _local(plane.tag) != "Plane" or plane.get("DeltaT") is None:
-            continue
-        if int(plane.get("TheZ", 0)) != 0:
-            continue
-        t = int(plane.get("TheT", 0))
-        unit = plane.get("DeltaTUnit", "s")
-        if unit not in _MINUTES_PER_UNIT:
-            raise UnsupportedFormatError(
-                path, f"OME DeltaTUnit {unit!r} is not a time unit PyAMA Flow knows (s, ms, min, h)"
-            )
-        # The first channel's plane wins: channels of one frame are taken a few ms apart.
-        times.setdefault(t, float(plane.get("DeltaT", "nan")) * _MINUTES_PER_UNIT[unit])
-    if not all(t in times for t in range(n_frames)):
-        return None
-    out = np.array([times[t] for t in range(n_frames)], dtype=np.float64)
-    return out if np.isfinite(out).all() else None
 
 
 # -- writing ------------------------------------------------------------------------------
