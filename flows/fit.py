@@ -26,8 +26,19 @@ from pyama_lib.analysis.figures import fit_examples_figure, histograms_figure, s
 from pyama_lib.analysis.models import get_model, model_names, resolve_start_and_bounds
 from pyama_lib.core.errors import ParamsError, ResultsFileError
 from pyama_lib.io.analysis_csv import read_analysis_csv
-from pyama_lib.io.fit_results import find_analysis_csvs, fitted_paths, write_fit_results
+from pyama_lib.io.fit_results import (
+    csv_feature,
+    find_analysis_csvs,
+    fitted_paths,
+    is_expression_feature,
+    write_fit_results,
+)
+from pyama_lib.io.traces import BASE_COLUMNS
+from pyama_lib.processing.features import list_features
 from tasks.analysis import fit_chunk_task
+
+#: Trace columns a merge can write besides the extracted features.
+TRACE_COLUMNS = tuple(c for c in BASE_COLUMNS if c.startswith("position"))
 
 #: Cells per fit task: big enough that a task's fixed overhead is small against its work.
 CHUNK_CELLS = 256
@@ -90,19 +101,26 @@ def fit_traces_flow(
     the folder ``path`` (``_fitted`` results and per-FOV ``_traces`` CSVs are skipped, as in
     PyAMA), or of each file of a list. ``params`` and ``bounds`` override the model's initial
     values and bounds (``{"ktl": 500}``, ``{"km": (0.1, 5)}``); time is converted to hours as
-    each file's ``# Time units`` line says. ``feature`` keeps only a folder's CSVs of that feature
-    (``intensity_total`` fits ``<sample>_intensity_total_ch_<c>.csv``, not the areas).
+    each file's ``# Time units`` line says. Of a folder, the CSVs of the intensity features
+    are fitted (not the areas or positions); ``feature`` fits those of one feature instead
+    (``area`` fits ``<sample>_area_ch_<c>.csv``).
     ``thorough`` tries more starts per cell (a few times the fit time; see ``fit_cells``).
     """
     logger = get_run_logger()
     started = time.time()
     check_fit_options(model, params, bounds)
-    csvs = [c for p in ([path] if isinstance(path, str) else path) for c in find_analysis_csvs(p)]
-    if feature is not None:
-        found = csvs
-        csvs = [c for c in found if f"_{feature}_ch_" in c.name]
-        if not csvs:
-            raise ResultsFileError(found[0].parent, f"holds no analysis CSV of feature {feature!r}")
+    csvs: list[Path] = []
+    for each in [path] if isinstance(path, str) else path:
+        chosen, left = choose_fit_csvs(each, feature)
+        csvs += chosen
+        if left:
+            logger.info(
+                "not fitting the CSVs of %s in %s (no expression time course; "
+                "--feature %s fits them)",
+                ", ".join(left),
+                each,
+                left[0],
+            )
     tables = {csv: read_analysis_csv(csv) for csv in csvs}
     logger.info(
         "fitting %s%s to %d cell(s) in %d file(s)",
@@ -140,6 +158,39 @@ def fit_traces_flow(
     summary = FitSummary(model, files, time.time() - started)
     _publish(summary)
     return summary
+
+
+def choose_fit_csvs(path: str | Path, feature: str | None = None) -> tuple[list[Path], list[str]]:
+    """The CSVs to fit of ``path``, and the features of a folder's CSVs left out.
+
+    A file is fitted as given. Of a folder, the CSVs of ``feature``, or without one those of
+    the intensity features: a cell's area or position is no expression time course.
+
+    Raises
+    ------
+    ResultsFileError
+        Nothing to fit: no such path, no analysis CSV, none of ``feature``, none of an
+        intensity (naming the features there are).
+    """
+    found = find_analysis_csvs(path)
+    if Path(path).is_file() and feature is None:
+        return found, []
+    known = {*list_features(), *TRACE_COLUMNS, *([feature] if feature else [])}
+    of = {csv: csv_feature(csv, known) for csv in found}
+    if feature is not None:
+        chosen = [csv for csv in found if of[csv] == feature]
+        if not chosen:
+            raise ResultsFileError(path, f"holds no analysis CSV of feature {feature!r}")
+        return chosen, []
+    chosen = [csv for csv in found if is_expression_feature(of[csv])]
+    left = sorted({str(of[csv]) for csv in found if csv not in chosen})
+    if not chosen:
+        raise ResultsFileError(
+            path,
+            f"holds analysis CSVs of {', '.join(left)} only, not of an intensity; "
+            f"fit them with --feature {left[0]}",
+        )
+    return chosen, left
 
 
 def _write_outputs(

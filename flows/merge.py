@@ -17,8 +17,8 @@ from prefect import flow, get_run_logger
 
 from flows.support.artifacts import artifact_key, figures_markdown
 from pyama_lib.analysis.figures import save_png, traces_figure
-from pyama_lib.analysis.merge import DEFAULT_FEATURES, MergeResult, available_fovs
-from pyama_lib.io.analysis_csv import read_analysis_csv
+from pyama_lib.analysis.merge import MergeResult
+from pyama_lib.analysis.merge_inputs import DEFAULT_FEATURES, available_fovs
 from pyama_lib.io.results_yaml import load_results, results_file_path
 from pyama_lib.io.samples import Sample, load_samples
 from pyama_lib.pipeline.run_record import load_run_yaml
@@ -104,17 +104,14 @@ def merge_samples_flow(
 def _traces_figures(merged: MergeResult) -> list[Path]:
     """Per sample and channel: the first merged feature's traces with their median."""
     figures = []
-    drawn: set[tuple[str, int]] = set()
-    for (sample, channel, feature), csv in merged.files.items():
-        if (sample, channel) in drawn:
-            continue
-        drawn.add((sample, channel))
-        table = read_analysis_csv(csv)
+    for (sample, channel), preview in merged.previews.items():
         fig = traces_figure(
-            table.index.to_numpy(dtype=float),
-            table.to_numpy(dtype=float),
+            preview.time_h,
+            preview.traces,
             f"{sample}, channel {channel}",
-            ylabel=feature,
+            ylabel=preview.feature,
+            median=preview.median,
+            n_cells=preview.n_cells,
         )
         figures.append(save_png(fig, merged.output_dir / f"{sample}_ch_{channel}_traces.png"))
     return figures

@@ -11,7 +11,6 @@ skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any
 
 from prefect import flow
@@ -23,7 +22,9 @@ from flows.merge import MergeSummary, merge_samples_flow
 from flows.process import Channel, Preset, Runner, Stage, process_acquisition_flow
 from flows.support.artifacts import artifact_key, figures_markdown, named_after
 from flows.support.reporting import ProcessSummary
+from pyama_lib.analysis.merge_inputs import DEFAULT_FEATURES
 from pyama_lib.core.selection import DEFAULT_FL, Channels
+from pyama_lib.io.fit_results import csv_feature
 from pyama_lib.io.samples import load_samples
 from pyama_lib.pipeline.plan import plan_jobs
 from pyama_lib.pipeline.processing_params import ProcessingParams
@@ -121,7 +122,7 @@ def pyama_pipeline_flow(
     )
     # This merge's files only: the folder may hold CSVs of an earlier merge's other samples.
     fitted = fit_traces_flow(
-        [f for f in merged.files if f"_{fit_feature}_ch_" in Path(f).name],
+        [f for f in merged.files if csv_feature(f, features or DEFAULT_FEATURES) == fit_feature],
         model=model,
         params=fit_params,
         bounds=fit_bounds,

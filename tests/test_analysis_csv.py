@@ -162,3 +162,21 @@ def test_unreadable_files_name_the_file(tmp_path):
     wide = write_analysis_csv(_wide(), tmp_path / "wide.csv")
     with pytest.raises(ResultsFileError, match=r"wide.csv: not a long-format analysis CSV"):
         read_long_csv(wide)
+
+
+def test_a_wide_table_written_from_arrays_has_pandas_bytes(tmp_path):
+    from pyama_lib.io.wide_csv import write_wide_csv
+
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(0, 1e4, (9, 40)) * rng.choice([1e-9, 1.0, 1e9], (9, 40))
+    matrix[rng.random((9, 40)) < 0.2] = np.nan
+    matrix[0, :4] = [-0.0, np.inf, -np.inf, 5e-7]  # "-0.000000", "inf", "-inf", rounding
+    times = np.sort(rng.uniform(0, 1e3, 9))
+    names = [f"fov_{f:03d}_cell_{c}" for f in (0, 12) for c in range(20)]
+    table = pd.DataFrame(matrix, columns=names)
+    table.insert(0, "time", times)
+    expected = table.to_csv(index=False, float_format="%.6f", lineterminator="\n")
+    written = write_wide_csv(tmp_path / "a.csv", times, names, matrix, time_units="h")
+    assert written.read_text() == "# Time units: h\n" + expected
+    # and write_analysis_csv takes the same way for such a table
+    assert write_analysis_csv(table, tmp_path / "b.csv", "h").read_text() == written.read_text()

@@ -413,3 +413,97 @@ def test_two_outputs_with_one_file_name_are_refused(run, tmp_path):
     with pytest.raises(ParamsError, match="samples 'a' and 'a_total' would both write a_total_"):
         merge_samples(run, samples, tmp_path / "m", features=["total_area", "area"])
     assert not (tmp_path / "m").exists()
+
+
+# -- streamed tables equal the whole-table merge -----------------------------------------------
+
+
+def _awkward_traces(fov: int, times: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    """Cells listed out of order, late starters, bad cells, empty values, -0.0 and big values."""
+    rows = []
+    for cell in (7, 2, 11, 5):
+        for frame, t in enumerate(times):
+            if cell == 11 and frame < 3:
+                continue  # tracked from frame 3 on
+            rows.append(
+                {
+                    "fov": fov,
+                    "cell": cell,
+                    "frame": frame,
+                    "time": t,
+                    "good": cell != 5,
+                    "position_x": rng.uniform(0, 100),
+                    "position_y": -0.0 if frame == 1 else rng.uniform(0, 100),
+                    "intensity_total": np.nan if (cell, frame) == (2, 4) else rng.normal(0, 1e7),
+                    "area": float(rng.integers(50, 90)),
+                }
+            )
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=fov)  # file order is not time order
+
+
+def _whole_table_merge(traces: dict[int, pd.DataFrame], feature: str) -> str:
+    """What the merge wrote when it built one pandas table: pivot, then pandas' to_csv."""
+    good = pd.concat(
+        [t.loc[t.good, ["fov", "cell", "time", feature]] for _, t in sorted(traces.items())]
+    )
+    wide = good.pivot(index="time", columns=["fov", "cell"], values=feature).sort_index()
+    wide = wide.reindex(columns=sorted(wide.columns))
+    wide.columns = [cell_column(f, c) for f, c in wide.columns]
+    body = wide.reset_index().to_csv(index=False, float_format="%.6f", lineterminator="\n")
+    return "# Time units: min\n" + body
+
+
+def test_the_streamed_merge_writes_what_the_whole_table_merge_wrote(tmp_path, monkeypatch):
+    from pyama_lib.analysis import merge_tables
+    from pyama_lib.io.results_yaml import FovResults, ProcessingResults, save_results
+
+    monkeypatch.setattr(merge_tables, "ROW_GROUP_ROWS", 7)  # many row groups, a partial last
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "out"
+    results = ProcessingResults(folder, Channels(pc=0, fl=(1,)))
+    traces = {}
+    for fov in range(4):
+        # FOV 2 was imaged at other times: its columns leave gaps in the others' rows
+        times = np.arange(6) * 10.0 + (2.5 if fov == 2 else 0.0)
+        traces[fov] = _awkward_traces(fov, times, rng)
+        csv = _csv(folder, "exp", fov, 1)
+        write_traces_csv(traces[fov], csv)
+        results.results_paths[fov] = FovResults(traces_csv=[(1, csv)])
+    save_results(results)
+    samples = [Sample("a", [0, 2, 3]), Sample("b", [1])]
+    merged = merge_samples(folder, samples, tmp_path / "merged")
+    written = {fov: read_traces_csv(_csv(folder, "exp", fov, 1)) for fov in traces}
+    tidy = []
+    for sample in samples:
+        for feature in FEATURES:
+            mine = {f: written[f] for f in sample.fovs}
+            expected = _whole_table_merge(mine, feature)
+            assert merged.files[sample.name, 1, feature].read_text() == expected
+            good = pd.concat([t[t.good] for _, t in sorted(mine.items())])
+            good = good.sort_values(["fov", "cell", "time"])
+            tidy.append(
+                pd.DataFrame(
+                    {
+                        "sample": sample.name,
+                        "fov": good["fov"].to_numpy(np.int64),
+                        "cell": good["cell"].to_numpy(np.int64),
+                        "channel": np.int64(1),
+                        "feature": feature,
+                        "time": good["time"].to_numpy(np.float64),
+                        "value": good[feature].to_numpy(np.float64),
+                    }
+                )
+            )
+    parquet = pq.ParquetFile(merged.parquet)
+    assert parquet.metadata.num_row_groups > 4
+    assert parquet.schema_arrow.metadata[b"pyama.time_units"] == b"min"
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(merged.parquet), pd.concat(tidy, ignore_index=True)
+    )
+    assert merged.cells == {"a": 9, "b": 3}
+    preview = merged.previews["a", 1]  # what the sample's figure draws
+    wide = read_analysis_csv(merged.files["a", 1, "intensity_total"])
+    assert preview.feature == "intensity_total" and preview.n_cells == 9
+    np.testing.assert_array_equal(preview.time_h, wide.index)
+    np.testing.assert_allclose(preview.traces, wide.to_numpy(), atol=5e-7)
+    np.testing.assert_allclose(preview.median, np.nanmedian(wide.to_numpy(), axis=1), atol=5e-7)

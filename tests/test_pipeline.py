@@ -125,6 +125,8 @@ def test_a_thorough_fit_runs_through_the_flow_and_is_never_worse(pipeline, tmp_p
         (["fit", "{out}/merged", "--param", "ktl"], "write NAME=VALUE"),
         (["fit", "{out}/nothing-here"], "no such file or folder"),
         (["fit", "{out}/nothing-here", "--thorough"], "no such file or folder"),
+        (["fit", "{out}/merged", "--feature", "speed"], "no analysis CSV of feature 'speed'"),
+        (["fit", "{areas}"], "holds analysis CSVs of area only, not of an intensity; fit them"),
         (["merge", "{out}/nowhere"], "no processing results here"),
         (["merge", "{out}", "--samples", "{bad_samples}"], "FOV"),
     ],
@@ -133,7 +135,34 @@ def test_merge_and_fit_errors_exit_2_before_prefect(pipeline, tmp_path, capsys, 
     _, out, _ = pipeline
     bad = tmp_path / "bad.yaml"
     bad.write_text("samples:\n  - {name: a, fovs: '0-9'}\n")
-    code = cli_main([a.format(out=out, bad_samples=bad) for a in args])
+    areas = tmp_path / "areas"
+    areas.mkdir()
+    shutil.copy(out / "merged" / "dox_area_ch_1.csv", areas)
+    code = cli_main([a.format(out=out, bad_samples=bad, areas=areas) for a in args])
     err = capsys.readouterr().err
     assert code == 2, err
     assert needle in err and "Traceback" not in err
+
+
+def test_a_folder_fit_takes_the_intensities_unless_a_feature_is_named(prefect_api, tmp_path):
+    from pyama_lib.io.analysis_csv import write_analysis_csv
+    from pyama_lib.synthetic.cells import maturation_traces
+
+    t, y, _ = maturation_traces(3, 40, 0)
+    table = pd.DataFrame(y.T, columns=[f"fov_000_cell_{i}" for i in range(3)])
+    table.insert(0, "time", t * 60.0)
+    # a sample named after a feature: its areas must not pass for an intensity
+    for name in ("dox_intensity_intensity_total_ch_1", "dox_intensity_area_ch_1", "b_area_ch_2"):
+        write_analysis_csv(table, tmp_path / f"{name}.csv")
+    summary = fit_traces_flow(str(tmp_path))
+    assert [Path(f.analysis_csv).name for f in summary.files] == [
+        "dox_intensity_intensity_total_ch_1.csv"
+    ]
+    assert not (tmp_path / "dox_intensity_area_ch_1_fitted.csv").exists()
+    areas = fit_traces_flow(str(tmp_path), feature="area")
+    assert sorted(Path(f.analysis_csv).name for f in areas.files) == [
+        "b_area_ch_2.csv",
+        "dox_intensity_area_ch_1.csv",
+    ]
+    one = fit_traces_flow(str(tmp_path / "b_area_ch_2.csv"))  # a file named is fitted as it is
+    assert [f.n_cells for f in one.files] == [3]

@@ -51,7 +51,7 @@ def register_merge(subparsers: Any) -> None:
 
 @stops_on_sigterm
 def run_merge(args: argparse.Namespace) -> int:
-    from pyama_lib.analysis.merge import available_fovs
+    from pyama_lib.analysis.merge_inputs import available_fovs
     from pyama_lib.io.results_yaml import load_results
     from pyama_lib.io.samples import check_fovs, load_samples
 
@@ -87,20 +87,23 @@ def register_fit(subparsers: Any) -> None:
     )
     p.add_argument("path", type=Path, help="an analysis CSV or a folder of them")
     add_fit_arguments(p)
+    p.add_argument(
+        "--feature",
+        help="of a folder, fit the CSVs of this feature, e.g. area (default: the intensities)",
+    )
     p.add_argument("--workers", type=int, default=2, help="parallel workers (default 2)")
     p.set_defaults(func=run_fit)
 
 
 @stops_on_sigterm
 def run_fit(args: argparse.Namespace) -> int:
-    from flows.fit import check_fit_options
+    from flows.fit import check_fit_options, choose_fit_csvs
     from pyama_lib.core.selection import check_counts
-    from pyama_lib.io.fit_results import find_analysis_csvs
 
     params, bounds = parse_fit_values(args.param, args.bound)
     check_fit_options(args.model, params, bounds)
     check_counts(n_workers=args.workers)
-    find_analysis_csvs(args.path)
+    choose_fit_csvs(args.path, args.feature)
     with prefect_session(start_api_server(), "flows.fit"):
         from flows.fit import fit_traces_flow
 
@@ -110,6 +113,7 @@ def run_fit(args: argparse.Namespace) -> int:
             params or None,
             bounds or None,
             n_workers=args.workers,
+            feature=args.feature,
             thorough=args.thorough,
         )
     print(summary)

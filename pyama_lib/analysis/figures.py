@@ -45,18 +45,28 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def traces_figure(
-    time_h: np.ndarray, values: np.ndarray, title: str, ylabel: str = "intensity_total"
+    time_h: np.ndarray,
+    values: np.ndarray,
+    title: str,
+    ylabel: str = "intensity_total",
+    median: np.ndarray | None = None,
+    n_cells: int | None = None,
 ) -> Figure:
-    """All traces (thin, translucent) and their median over cells (thick).
+    """Traces (thin, translucent) and their median over cells (thick).
 
     Parameters
     ----------
     time_h : np.ndarray
         (n_t,) times in hours.
     values : np.ndarray
-        (n_t, n_cells) values; NaN where a cell has no point.
+        (n_t, n_drawn) values; NaN where a cell has no point.
     title, ylabel : str
         Axis annotations.
+    median : np.ndarray, optional
+        (n_t,) median over all of the sample's cells when ``values`` holds only some of
+        them; by default the median of ``values``.
+    n_cells : int, optional
+        The sample's cells, when ``values`` holds only some of them.
 
     Examples
     --------
@@ -65,21 +75,31 @@ def traces_figure(
     'sample A (2 cells)'
     >>> traces_figure(np.empty(0), np.empty((0, 0)), "sample B").axes[0].get_title()
     'sample B (0 cells)'
+    >>> fig = traces_figure(np.arange(3.0), np.ones((3, 2)), "C", median=np.ones(3), n_cells=9)
+    >>> fig.axes[0].get_title()
+    'C (9 cells, 2 drawn)'
     """
     values = np.asarray(values, dtype=np.float64)
     # a sample without good cells has no rows and no columns: nothing to reshape
     values = values.reshape(len(time_h), -1) if values.size else np.empty((len(time_h), 0))
+    n_drawn = values.shape[1]
+    n_cells = n_drawn if n_cells is None else int(n_cells)
     fig = _figure(7, 4)
     ax = fig.add_subplot()
-    if values.shape[1]:
-        ax.plot(time_h, values, color="tab:blue", alpha=min(1.0, 8 / values.shape[1]), lw=0.6)
-        with np.errstate(all="ignore"):
-            median = np.nanmedian(values, axis=1) if np.isfinite(values).any() else values[:, 0]
+    if n_drawn:
+        # Faint enough that many traces show where most cells lie, never invisible.
+        alpha = min(1.0, max(0.03, 8 / n_drawn))
+        ax.plot(time_h, values, color="tab:blue", alpha=alpha, lw=0.6)
+        if median is None:
+            with np.errstate(all="ignore"):
+                finite = np.isfinite(values).any()
+                median = np.nanmedian(values, axis=1) if finite else values[:, 0]
         ax.plot(time_h, median, color="black", lw=2.2, label="median")
         ax.legend(loc="upper left")
     else:
         ax.text(0.5, 0.5, "no good cells", ha="center", va="center", transform=ax.transAxes)
-    ax.set(title=f"{title} ({values.shape[1]} cells)", xlabel="time [h]", ylabel=ylabel)
+    shown = f"{n_cells} cells" if n_drawn == n_cells else f"{n_cells} cells, {n_drawn} drawn"
+    ax.set(title=f"{title} ({shown})", xlabel="time [h]", ylabel=ylabel)
     return fig
 
 

@@ -22,44 +22,66 @@ atomically, and no file is ever written outside ``output_dir``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pyama_lib.core.errors import OutputDirError, ParamsError, ResultsFileError
-from pyama_lib.io.analysis_csv import (
-    hours_per_unit,
-    long_to_wide,
-    write_analysis_csv,
-    write_long_csv,
+from pyama_lib.analysis.merge_inputs import (
+    DEFAULT_FEATURES,
+    available_fovs,
+    check_feature_names,
+    check_features,
+    load_merge_results,
+    merge_sample_list,
+    minutes_per_unit,
+    trace_sources,
 )
-from pyama_lib.io.atomic import atomic_target
-from pyama_lib.io.marks import inspected_csv_path, read_marked_traces
-from pyama_lib.io.results_yaml import ProcessingResults, load_results, results_file_path
-from pyama_lib.io.samples import Sample, check_fovs, check_unique_names, load_samples
+from pyama_lib.analysis.merge_tables import (
+    FovRows,
+    distinct_cells,
+    read_sample_rows,
+    tidy_parquet,
+    wide_matrix,
+)
+from pyama_lib.core.errors import OutputDirError, ParamsError
+from pyama_lib.io.analysis_csv import hours_per_unit, write_long_csv
+from pyama_lib.io.results_yaml import ProcessingResults
+from pyama_lib.io.samples import Sample, check_fovs
+from pyama_lib.io.wide_csv import write_wide_csv
 
-DEFAULT_FEATURES: tuple[str, ...] = ("intensity_total", "area")
 PARQUET_NAME = "merged.parquet"
-#: Trace columns that identify a row rather than measure something; not mergeable.
-KEY_COLUMNS: tuple[str, ...] = ("fov", "cell", "frame", "time", "good")
-PARQUET_SCHEMA = pa.schema(
-    [
-        pa.field("sample", pa.string()),
-        pa.field("fov", pa.int64()),
-        pa.field("cell", pa.int64()),
-        pa.field("channel", pa.int64()),
-        pa.field("feature", pa.string()),
-        pa.field("time", pa.float64()),
-        pa.field("value", pa.float64()),
-    ],
-    metadata={"pyama.time_units": "min"},
-)
+#: Traces drawn in a sample's preview figure at most; the median is over all cells.
+PREVIEW_TRACES = 1000
+
+
+@dataclass(frozen=True)
+class TracesPreview:
+    """What a figure of one sample and channel needs, small whatever the sample's size:
+    the first merged feature's median over all cells and up to :data:`PREVIEW_TRACES` traces.
+
+    Attributes
+    ----------
+    feature
+        The feature drawn.
+    time_h
+        (n_t,) times in hours.
+    traces
+        (n_t, n_drawn) values of cells spread evenly over the sample's columns.
+    median
+        (n_t,) median over all cells (NaN where no cell has a value).
+    n_cells
+        The sample's cells in this channel.
+    """
+
+    feature: str
+    time_h: np.ndarray
+    traces: np.ndarray
+    median: np.ndarray
+    n_cells: int
 
 
 @dataclass
@@ -88,6 +110,8 @@ class MergeResult:
     parquet: Path
     long_format: bool = False
     warnings: list[str] = field(default_factory=list)
+    previews: dict[tuple[str, int], TracesPreview] = field(default_factory=dict)
+    """``(sample, channel)`` → what its figure draws (not part of :meth:`as_dict`)."""
 
     def as_dict(self) -> dict[str, Any]:
         """A plain (YAML/JSON-ready) summary."""
@@ -136,15 +160,15 @@ def merge_samples(
     OutputDirError
         ``output_dir`` cannot be created, or a target there is a link leading outside it.
     """
-    loaded, results_source = _load(results)
-    chosen, samples_source = _samples(samples)
+    loaded, results_source = load_merge_results(results)
+    chosen, samples_source = merge_sample_list(samples)
     check_fovs(chosen, available_fovs(loaded), f"{samples_source} (results {results_source})")
-    features = _check_feature_names(features)
-    to_minutes = _minutes_per_unit(loaded.time_units, results_source)
+    features = check_feature_names(features)
+    to_minutes = minutes_per_unit(loaded.time_units, results_source)
 
     warnings: list[str] = []
-    sources = _trace_sources(loaded, chosen, warnings)
-    _check_features(features, sources)
+    sources = trace_sources(loaded, chosen, warnings)
+    check_features(features, sources)
 
     groups = _plan_outputs(chosen, sources, features)
     out = _prepare_output_dir(output_dir)
@@ -156,19 +180,54 @@ def merge_samples(
     parquet_target = safe_output_path(out, PARQUET_NAME)
     files: dict[tuple[str, int, str], Path] = {}
     seen: dict[str, set[tuple[int, int]]] = {s.name: set() for s in chosen}
-    tidy: list[pd.DataFrame] = []
-    for (name, channel), (fov_files, _) in groups.items():
-        rows = good_rows(fov_files, features, warnings)
-        seen[name].update(zip(rows["fov"].tolist(), rows["cell"].tolist(), strict=True))
-        if rows.empty:
-            warnings.append(f"sample {name!r}, channel {channel}: no good cells")
-        for feature, target in targets[name, channel].items():
-            _write_sample_csv(rows, feature, target, loaded.time_units, long_format)
-            files[name, channel, feature] = target
-            tidy.append(_tidy(rows, name, channel, feature, to_minutes))
-    parquet = write_merged_parquet(tidy, parquet_target)
+    previews: dict[tuple[str, int], TracesPreview] = {}
+    with tidy_parquet(parquet_target) as tidy:
+        # One sample and channel at a time: its good rows are all that is held.
+        for (name, channel), (fov_files, _) in groups.items():
+            blocks = read_sample_rows(fov_files, features, warnings)
+            seen[name] |= distinct_cells(blocks)
+            if not any(b.cell.size for b in blocks):
+                warnings.append(f"sample {name!r}, channel {channel}: no good cells")
+            for k, (feature, target) in enumerate(targets[name, channel].items()):
+                if long_format:
+                    _write_long(blocks, k, target, loaded.time_units)
+                if not long_format or k == 0:
+                    times, columns, matrix = wide_matrix(blocks, k)
+                    if not long_format:
+                        write_wide_csv(target, times, columns, matrix, loaded.time_units)
+                    if k == 0:
+                        hours = hours_per_unit(loaded.time_units)
+                        previews[name, channel] = _preview(feature, times * hours, matrix)
+                    del matrix
+                files[name, channel, feature] = target
+                for block in blocks:
+                    tidy.add(name, channel, feature, block, k, to_minutes)
+            del blocks
     cells = {name: len(pairs) for name, pairs in seen.items()}
-    return MergeResult(out, files, cells, parquet, long_format, warnings)
+    return MergeResult(out, files, cells, parquet_target, long_format, warnings, previews)
+
+
+def _write_long(blocks: Sequence[FovRows], k: int, target: Path, time_units: str) -> None:
+    """Feature ``k`` in the long format; cells' empty values are left out."""
+    long = pd.DataFrame(
+        {
+            "time": np.concatenate([b.time for b in blocks]),
+            "fov": np.concatenate([np.full(b.cell.size, b.fov, np.int64) for b in blocks]),
+            "cell": np.concatenate([b.cell for b in blocks]),
+            "value": np.concatenate([b.values[:, k] for b in blocks]),
+        }
+    )
+    write_long_csv(long.dropna(subset=["value"]), target, time_units=time_units)
+
+
+def _preview(feature: str, time_h: np.ndarray, matrix: np.ndarray) -> TracesPreview:
+    n_cells = matrix.shape[1]
+    drawn = np.unique(np.linspace(0, n_cells - 1, min(n_cells, PREVIEW_TRACES)).round())
+    with np.errstate(all="ignore"):
+        # an all-empty time gives NaN, as the figure wants; numpy warns about it
+        median = np.nanmedian(matrix, axis=1) if n_cells else np.full(time_h.size, np.nan)
+    traces = matrix[:, drawn.astype(np.intp)].copy()
+    return TracesPreview(feature, time_h, traces, median, n_cells)
 
 
 def _plan_outputs(
@@ -196,182 +255,6 @@ def _plan_outputs(
                 names[feature] = name
             groups[sample.name, channel] = (fov_files, names)
     return groups
-
-
-# -- inputs -----------------------------------------------------------------------------------
-
-
-def _load(results: str | Path | ProcessingResults) -> tuple[ProcessingResults, str]:
-    if isinstance(results, ProcessingResults):
-        return results, str(results_file_path(results.output_dir))
-    return load_results(results), str(results_file_path(results))
-
-
-def _samples(samples: Sequence[Sample] | str | Path) -> tuple[list[Sample], str]:
-    if isinstance(samples, str | Path):
-        return load_samples(samples), str(samples)
-    chosen = list(samples)
-    if not chosen:
-        raise ParamsError("no samples given; give at least one {name, fovs}")
-    bad = [s for s in chosen if not isinstance(s, Sample)]
-    if bad:
-        raise ParamsError(f"samples must be Sample records, got {bad[0]!r}")
-    check_unique_names(chosen)
-    return chosen, "samples"
-
-
-def available_fovs(results: ProcessingResults) -> list[int]:
-    """FOVs that have at least one traces CSV recorded."""
-    return sorted(fov for fov, entry in results.results_paths.items() if entry.traces_csv)
-
-
-def merge_channels(results: ProcessingResults) -> list[int]:
-    """Fluorescence channels to merge: ``channels.fl``, else every channel with traces."""
-    if results.channels.fl:
-        return sorted(results.channels.fl)
-    return sorted({ch for e in results.results_paths.values() for ch, _ in e.traces_csv})
-
-
-def _trace_sources(
-    results: ProcessingResults, samples: Iterable[Sample], warnings: list[str]
-) -> dict[tuple[int, int], Path]:
-    """``(fov, channel)`` → the traces CSV recorded for it; missing files are errors."""
-    fovs = sorted({f for s in samples for f in s.fovs})
-    sources: dict[tuple[int, int], Path] = {}
-    for channel in merge_channels(results):
-        for fov in fovs:
-            path = results.traces_csv(fov, channel)
-            if path is None:
-                warnings.append(f"FOV {fov} has no traces for channel {channel}; skipped")
-            elif not (path.is_file() or inspected_csv_path(path).is_file()):
-                raise ResultsFileError(
-                    path, "traces CSV recorded in the results but not found; re-run extraction"
-                )
-            else:
-                sources[fov, channel] = path
-    return sources
-
-
-def _check_feature_names(features: Sequence[str] | str) -> list[str]:
-    if isinstance(features, str):
-        features = [features]
-    chosen = list(dict.fromkeys(str(f) for f in features))  # de-duplicated, order kept
-    if not chosen:
-        raise ParamsError(f"no feature selected; merge e.g. {', '.join(DEFAULT_FEATURES)}")
-    return chosen
-
-
-def _check_features(features: Sequence[str], sources: dict[tuple[int, int], Path]) -> None:
-    """Refuse features absent from the traces (read only each file's header)."""
-    columns: dict[Path, list[str]] = {}
-    for path in sources.values():
-        readable = _effective(path)
-        try:
-            names = pd.read_csv(readable, nrows=0).columns.tolist()
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise ResultsFileError(readable, f"not a readable traces CSV ({exc})") from exc
-        columns[readable] = [c for c in names if c not in KEY_COLUMNS]
-    everywhere = set.intersection(*(set(c) for c in columns.values())) if columns else set()
-    anywhere = list(dict.fromkeys(c for cs in columns.values() for c in cs))
-    for feature in features:
-        if feature in KEY_COLUMNS or feature not in anywhere:
-            raise ParamsError(
-                f"unknown feature {feature!r}; the traces have {', '.join(anywhere) or 'none'}"
-            )
-        if feature not in everywhere:
-            lacking = next(p for p, c in columns.items() if feature not in c)
-            has = ", ".join(columns[lacking])
-            raise ParamsError(
-                f"feature {feature!r} is missing from {lacking} (it has {has}); "
-                "re-extract that FOV with the feature or leave the feature out"
-            )
-
-
-def _effective(path: Path) -> Path:
-    inspected = inspected_csv_path(path)
-    return inspected if inspected.is_file() else path
-
-
-def _minutes_per_unit(unit: str, source: str) -> float:
-    try:
-        return hours_per_unit(unit) * 60.0
-    except ParamsError as exc:
-        raise ResultsFileError(source, f"time_units: {exc}") from None
-
-
-# -- tables -----------------------------------------------------------------------------------
-
-
-def good_rows(
-    fov_files: dict[int, Path], features: Sequence[str], warnings: list[str] | None = None
-) -> pd.DataFrame:
-    """The good rows of some FOVs' traces: ``fov, cell, time`` and ``features``.
-
-    Each file is read with :func:`~pyama_lib.io.marks.read_marked_traces`, so a person's marks
-    in its ``_inspected.csv`` apply; what that says about stale marks is added to
-    ``warnings``. The FOV is the one the results file gives, as in PyAMA's merge. Rows are
-    ordered by FOV, cell, then time.
-    """
-    parts = []
-    for fov, path in sorted(fov_files.items()):
-        marked = read_marked_traces(path)
-        table = marked.table
-        if warnings is not None:
-            warnings.extend(w for w in marked.warnings if w not in warnings)
-        if table.duplicated(["cell", "time"]).any():
-            raise ResultsFileError(
-                marked.source, "a cell has two rows at one time; re-run extraction"
-            )
-        good = table.loc[table["good"], ["cell", "time", *features]]
-        good.insert(0, "fov", np.int64(fov))
-        parts.append(good)
-    rows = pd.concat(parts, ignore_index=True)
-    return rows.sort_values(["fov", "cell", "time"], kind="stable", ignore_index=True)
-
-
-def _write_sample_csv(
-    rows: pd.DataFrame, feature: str, target: Path, time_units: str, long_format: bool
-) -> None:
-    long = rows[["time", "fov", "cell", feature]].rename(columns={feature: "value"})
-    if long_format:
-        write_long_csv(long.dropna(subset=["value"]), target, time_units=time_units)
-    else:
-        # One column per (fov, cell) present in the good rows: no all-empty columns.
-        write_analysis_csv(long_to_wide(long), target, time_units=time_units)
-
-
-def _tidy(
-    rows: pd.DataFrame, sample: str, channel: int, feature: str, to_minutes: float
-) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "sample": sample,
-            "fov": rows["fov"].to_numpy(np.int64),
-            "cell": rows["cell"].to_numpy(np.int64),
-            "channel": np.int64(channel),
-            "feature": feature,
-            "time": rows["time"].to_numpy(np.float64) * to_minutes,
-            "value": rows[feature].to_numpy(np.float64),
-        }
-    )
-
-
-def write_merged_parquet(parts: Sequence[pd.DataFrame], path: str | Path) -> Path:
-    """Write the tidy merge table (:data:`PARQUET_SCHEMA`) atomically; no parts, no rows."""
-    path = Path(path)
-    frames = [p for p in parts if len(p)]
-    if frames:
-        table = pa.Table.from_pandas(
-            pd.concat(frames, ignore_index=True), schema=PARQUET_SCHEMA, preserve_index=False
-        )
-    else:
-        table = PARQUET_SCHEMA.empty_table()
-    try:
-        with atomic_target(path) as tmp:
-            pq.write_table(table, tmp)
-    except OSError as exc:
-        raise OutputDirError(path.parent, f"cannot write {path.name} ({exc})") from exc
-    return path
 
 
 # -- output folder ----------------------------------------------------------------------------

@@ -31,10 +31,9 @@ import pandas as pd
 
 from pyama_lib.core.errors import ParamsError, ResultsFileError
 from pyama_lib.io.atomic import atomic_target
+from pyama_lib.io.wide_csv import FLOAT_FORMAT, TIME_COLUMN, write_wide_csv
 
-TIME_COLUMN = "time"
 LONG_COLUMNS: tuple[str, ...] = ("time", "fov", "cell", "value")
-FLOAT_FORMAT = "%.6f"  # as PyAMA writes every float
 
 _SECOND, _MINUTE, _HOUR = 1 / 3600, 1 / 60, 1.0
 HOURS_PER_UNIT: dict[str, float] = {
@@ -45,6 +44,7 @@ HOURS_PER_UNIT: dict[str, float] = {
 """Hours in one unit, keyed by the lower-case spellings accepted in ``# Time units:``."""
 
 _HEADER = re.compile(r"^#\s*time\s+units?\s*:\s*(?P<unit>.*?)\s*$", re.IGNORECASE)
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 _CELL_COLUMN = re.compile(r"^fov_(?P<fov>\d+)_cell_(?P<cell>-?\d+)$")
 
 
@@ -143,6 +143,11 @@ def write_analysis_csv(
     wide = _with_time_column(table)
     wide = wide.sort_values(TIME_COLUMN, kind="stable")
     wide.columns = [str(c) for c in wide.columns]
+    if all(dtype == np.float64 for dtype in wide.dtypes) and not any(
+        _NEEDS_QUOTES.search(c) for c in wide.columns
+    ):
+        matrix = wide.to_numpy(dtype=np.float64)
+        return write_wide_csv(path, matrix[:, 0], list(wide.columns[1:]), matrix[:, 1:], time_units)
     _write_csv(wide, path, time_units)
     return path
 

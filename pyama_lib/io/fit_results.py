@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +89,38 @@ def find_analysis_csvs(path: str | Path) -> list[Path]:
             "pyama merge writes them)",
         )
     return found
+
+
+def csv_feature(path: str | Path, features: Iterable[str]) -> str | None:
+    """The feature of ``<sample>_<feature>_ch_<c>.csv`` among ``features``, else None.
+
+    The longest name that ends the file name wins, so a sample named after a feature cannot
+    pass for it.
+
+    Examples
+    --------
+    >>> csv_feature("dox_intensity_area_ch_1.csv", ["intensity_total", "area"])
+    'area'
+    >>> csv_feature("a_intensity_total_ch_2.csv", ["total", "intensity_total"])
+    'intensity_total'
+    >>> csv_feature("a_speed_ch_2.csv", ["area"]) is None
+    True
+    """
+    name = Path(path).name
+    ending = [f for f in features if re.search(rf"_{re.escape(f)}_ch_\d+\.csv$", name)]
+    return max(ending, key=len) if ending else None
+
+
+def is_expression_feature(feature: str | None) -> bool:
+    """Whether a folder fit takes a feature by default: the intensities (an expression time
+    course), and features it cannot name; not a cell's area, position or background.
+
+    Examples
+    --------
+    >>> [is_expression_feature(f) for f in ("intensity_local", "area", "local_background", None)]
+    [True, False, False, True]
+    """
+    return feature is None or feature.startswith("intensity")
 
 
 def write_fit_results(

@@ -109,22 +109,28 @@ def normalize_traces(df: pd.DataFrame) -> pd.DataFrame:
         raise InputDataError(
             f"trace table lacks column(s) {missing}; it needs at least {list(BASE_COLUMNS)}"
         )
-    out = pd.DataFrame(index=pd.RangeIndex(len(df)))
+    columns: dict[str, np.ndarray] = {}
     for name in ordered_columns(df.columns):
         values = df[name].to_numpy()
         try:
             if name in INT_COLUMNS:
-                out[name] = _as_int64(values, name)
+                columns[name] = _as_int64(values, name)
             elif name == "good":
-                out[name] = _as_bool(values)
+                columns[name] = _as_bool(values)
+            elif values.dtype == np.float64:
+                columns[name] = values.copy()
             else:
-                out[name] = pd.to_numeric(pd.Series(values), errors="raise").astype(np.float64)
+                numeric = pd.to_numeric(pd.Series(values), errors="raise")
+                columns[name] = numeric.to_numpy(dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise InputDataError(f"trace column {name!r} cannot be converted: {exc}") from exc
-    return out
+    # Built at once: inserting column by column costs more than reading the file.
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(df)))
 
 
 def _as_int64(values: np.ndarray, name: str) -> np.ndarray:
+    if values.dtype == np.int64:
+        return values.copy()
     numeric = pd.to_numeric(pd.Series(values), errors="raise")
     if numeric.isna().any():
         raise ValueError(f"{name} has missing values")
