@@ -9,6 +9,7 @@ shows the figures in the Prefect UI.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,6 +35,7 @@ from pyama_lib.io.fit_results import (
     write_fit_results,
 )
 from pyama_lib.io.traces import BASE_COLUMNS
+from pyama_lib.pipeline.pool import stage_pool, unguarded_main_call
 from pyama_lib.processing.features import list_features
 from tasks.analysis import fit_chunk_task
 
@@ -42,6 +44,8 @@ TRACE_COLUMNS = tuple(c for c in BASE_COLUMNS if c.startswith("position"))
 
 #: Cells per fit task: big enough that a task's fixed overhead is small against its work.
 CHUNK_CELLS = 256
+#: Cells from which a fit runs in worker processes (``n_workers`` > 1).
+PROCESS_MIN_CELLS = 2000
 
 
 @dataclass
@@ -130,7 +134,12 @@ def fit_traces_flow(
         len(csvs),
     )
     futures: dict[Path, list[PrefectFuture]] = {}
-    with ThreadPoolTaskRunner(max_workers=n_workers) as runner:
+    n_cells = sum(t.shape[1] for t in tables.values())
+    # The fit holds the GIL: on threads alone, n workers fit no faster than one. Worker
+    # processes pay for their start once, which a small fit does not win back.
+    in_processes = n_workers > 1 and n_cells >= PROCESS_MIN_CELLS and unguarded_main_call() is None
+    workers = stage_pool(n_workers) if in_processes else nullcontext()
+    with ThreadPoolTaskRunner(max_workers=n_workers) as runner, workers:
         for csv, table in tables.items():
             t = table.index.to_numpy(dtype="float64")
             y = table.to_numpy(dtype="float64").T  # one row per cell

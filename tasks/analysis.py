@@ -2,7 +2,7 @@
 
 Thin wrappers returning small results (a fit table of one chunk of cells is a few hundred
 rows). Merge and QC read their inputs from disk by path; a fit chunk gets its traces from the
-flow, which runs its chunks in threads of its own process.
+flow.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from pyama_lib.analysis.fitting import fit_cells, fit_table
+from pyama_lib.analysis.fitting import fit_chunk_table
 from pyama_lib.analysis.merge import MergeResult, merge_samples
 from pyama_lib.io.samples import Sample
 from pyama_lib.pipeline.plan import FovJob
+from pyama_lib.pipeline.pool import execute_in_pool
 from pyama_lib.pipeline.qc import write_segmentation_png
 from tasks.logs import quiet_expected_errors
 
@@ -54,10 +55,21 @@ def fit_chunk_task(
 ) -> pd.DataFrame:
     """Fit cells ``start..stop-1`` (column positions of one analysis CSV, whose times are
     ``t`` and traces the rows of ``y``); their fit table. The flow reads each CSV once and
-    hands every chunk its rows: a chunk reading the file would read it once per chunk."""
-    fitted = fit_table(fit_cells(t, y, model, params, bounds, thorough=thorough))
-    fitted["cell_id"] += start
-    return fitted
+    hands every chunk its rows: a chunk reading the file would read it once per chunk. The
+    fit runs in the flow's worker processes when it opened some (the fit holds the GIL, so
+    threads would take turns), else here."""
+    return execute_in_pool(
+        label or "fit",
+        f"the fit of cells {start}-{stop}",
+        fit_chunk_table,
+        t,
+        y,
+        start,
+        model,
+        params,
+        bounds,
+        thorough,
+    )
 
 
 @task(name="qc-figure", task_run_name="qc fov_{job.fov:03d}", cache_policy=NO_CACHE)

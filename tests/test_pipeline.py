@@ -166,3 +166,29 @@ def test_a_folder_fit_takes_the_intensities_unless_a_feature_is_named(prefect_ap
     ]
     one = fit_traces_flow(str(tmp_path / "b_area_ch_2.csv"))  # a file named is fitted as it is
     assert [f.n_cells for f in one.files] == [3]
+
+
+def test_a_large_fit_runs_in_worker_processes_with_the_same_numbers(
+    pipeline, tmp_path, monkeypatch
+):
+    import flows.fit
+    from pyama_lib.pipeline import pool
+
+    _, out, _ = pipeline
+    calls = []
+    real_call = pool.StagePool.call
+
+    def call(self, *args):
+        calls.append(args[0])
+        return real_call(self, *args)
+
+    monkeypatch.setattr(pool.StagePool, "call", call)
+    fitted = {}
+    for where, threshold in (("threads", 10**9), ("workers", 1)):  # 16 cells: small or large
+        monkeypatch.setattr(flows.fit, "PROCESS_MIN_CELLS", threshold)
+        (tmp_path / where).mkdir()
+        csv = shutil.copy(out / "merged" / "dox_intensity_total_ch_1.csv", tmp_path / where)
+        fit_traces_flow(str(csv), chunk_cells=5)
+        fitted[where] = read_fit_results(tmp_path / where / "dox_intensity_total_ch_1_fitted.csv")
+        assert len(calls) == (0 if where == "threads" else 4)  # every chunk went to a worker
+    pd.testing.assert_frame_equal(fitted["workers"], fitted["threads"])

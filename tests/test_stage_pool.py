@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pyama_lib.core.errors import FovOutOfRangeError
@@ -20,6 +21,7 @@ from pyama_lib.pipeline.plan import plan_jobs
 from pyama_lib.pipeline.pool import (
     StagePool,
     WorkerDiedError,
+    execute_in_pool,
     execute_stage,
     stage_pool,
     unguarded_main_call,
@@ -52,6 +54,23 @@ def test_pool_runs_stages_like_the_calling_thread(acq_path, tmp_path):
     np.testing.assert_array_equal(seg[0], seg[1])
     # without an open pool, stages run where they are called
     assert execute_stage("copy", there[0]).was_skipped
+
+
+def test_other_work_runs_in_the_workers_and_here_without_a_pool():
+    from pyama_lib.analysis.fitting import fit_chunk_table
+    from pyama_lib.synthetic.cells import maturation_traces
+
+    t, y, _ = maturation_traces(6, 40, 1)
+    here = fit_chunk_table(t, y, 10, "maturation")
+    with stage_pool(2):
+        pids = {execute_in_pool("probe", "a pid", os.getpid) for _ in range(4)}
+        there = execute_in_pool("cells", "a fit", fit_chunk_table, t, y, 10, "maturation")
+        with pytest.raises(ValueError, match="invalid literal"):
+            execute_in_pool("probe", "a bad int", int, "x")
+    assert os.getpid() not in pids
+    assert execute_in_pool("probe", "a pid", os.getpid) == os.getpid()
+    assert there["cell_id"].tolist() == list(range(10, 16))
+    pd.testing.assert_frame_equal(there, here)  # the same numbers, bit for bit
 
 
 def test_errors_from_a_worker_arrive_unchanged(acq_path, tmp_path):

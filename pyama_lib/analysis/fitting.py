@@ -245,6 +245,22 @@ def fit_table(result: FitResult) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+def fit_chunk_table(
+    t: np.ndarray,
+    y: np.ndarray,
+    first_id: int,
+    model: str,
+    params: Mapping[str, float] | None = None,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    thorough: bool = False,
+) -> pd.DataFrame:
+    """:func:`fit_table` of the cells ``y`` of one chunk, whose first is column ``first_id``
+    of its analysis CSV (a module-level function, so a worker process can run it)."""
+    table = fit_table(fit_cells(t, y, model, params, bounds, thorough=thorough))
+    table["cell_id"] += first_id
+    return table
+
+
 _MALLOC_TUNED = False
 
 

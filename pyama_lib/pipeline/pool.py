@@ -6,7 +6,8 @@ Prefect's own process task runner would import Prefect in every worker and rebui
 API client for every task run, which on short stages costs more than the work. Here the workers
 import only pyama_lib (no Prefect), and each task's orchestration (states, retries, logs) stays in
 the flow's process, a little per task. Without an open pool (thread or Dask runner, a user's own
-flow) :func:`execute_stage` runs the stage in the calling thread.
+flow) :func:`execute_stage` runs the stage in the calling thread. Other CPU-bound work of a flow
+(the fit's chunks of cells) goes the same way through :func:`execute_in_pool`.
 
 A worker that dies (OOM kill, segfault) breaks the whole pool and every stage in it; the pool
 replaces itself and runs those stages again one at a time, which finds the one that kills its
@@ -29,7 +30,7 @@ from importlib import import_module
 from multiprocessing import get_all_start_methods, get_context, parent_process
 from multiprocessing.connection import wait
 from multiprocessing.context import BaseContext
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pyama_lib.core.errors import PyamaError
 from pyama_lib.pipeline.faults import maybe_inject_fault
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 # the forkserver loads it.
 _STAGES_MODULE = "pyama_lib.pipeline.stages"
 _PRELOAD_MODULE = "pyama_lib.pipeline.preload"  # the stages, this module and the readers
+
+R = TypeVar("R")
 
 # The pool of the flow run in progress. Prefect's thread task runner copies the submitting
 # context into each task thread, so the tasks of that run (and only they) see it.
@@ -60,6 +63,15 @@ def execute_stage(stage: str, job: FovJob) -> StageResult:
     # faults it in anew for the next frame; a pool worker sets the same thresholds on start.
     reuse_freed_memory()
     return _execute(stage, job)
+
+
+def execute_in_pool(label: str, work: str, fn: Callable[..., R], *args: object) -> R:
+    """``fn(*args)`` in the open stage pool if there is one (see :meth:`StagePool.call`), else
+    here: CPU-bound work that would hold the GIL on the task threads."""
+    pool = _ACTIVE.get()
+    if pool is not None:
+        return pool.call(label, work, fn, *args)
+    return fn(*args)
 
 
 def _execute(stage: str, job: FovJob) -> StageResult:
@@ -175,7 +187,8 @@ class PoolStoppedError(PyamaError):
 
 
 class StagePool:
-    """``n_workers`` worker processes running stages; replaced when one dies.
+    """``n_workers`` worker processes running stages (and other work: :meth:`call`); replaced
+    when one dies.
 
     A dead worker fails every stage in the pool at that moment, not only the one that killed
     it, and nothing tells which that was. So each of them runs once more *alone*, the other
@@ -219,29 +232,34 @@ class StagePool:
 
     def run(self, stage: str, job: FovJob) -> StageResult:
         """Run the stage in a worker and return its result (exceptions re-raised here)."""
+        return self.call(f"fov_{job.fov:03d}", stage, _execute, stage, job)
+
+    def call(self, label: str, work: str, fn: Callable[..., R], *args: object) -> R:
+        """Run ``fn(*args)`` (picklable, module level) in a worker: other long CPU work than
+        a stage, such as a chunk of fits. ``label`` and ``work`` name it in errors."""
         try:
             with self._shared():
-                return self._submit(stage, job)
+                return self._submit(fn, args)
         except BrokenProcessPool:
             if self._stopped:
-                raise PoolStoppedError(f"fov_{job.fov:03d}: {stage} stopped: interrupted") from None
+                raise PoolStoppedError(f"{label}: {work} stopped: interrupted") from None
             # some worker died; the pool is replaced
         with self._by_itself():
             try:
-                return self._submit(stage, job)
+                return self._submit(fn, args)
             except BrokenProcessPool as exc:
                 raise WorkerDiedError(
-                    f"fov_{job.fov:03d}: the worker process died running {stage} on its own "
-                    "(killed, most likely out of memory); the other FOVs went on. Free memory "
-                    "or use a larger machine, then run the same command again (finished stages "
-                    "are skipped)."
+                    f"{label}: the worker process died running {work} on its own "
+                    "(killed, most likely out of memory); the other work went on. Free memory "
+                    "or use a larger machine, then run the same command again (finished work "
+                    "is skipped)."
                 ) from exc
 
-    def _submit(self, stage: str, job: FovJob) -> StageResult:
+    def _submit(self, fn: Callable[..., R], args: tuple[object, ...]) -> R:
         starting = self._executor
         executor = starting.result()
         try:
-            return executor.submit(_execute, stage, job).result()
+            return executor.submit(fn, *args).result()
         except BrokenProcessPool:
             with self._lock:
                 if self._executor is starting and not self._stopped:  # first to notice replaces
