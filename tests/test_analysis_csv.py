@@ -180,3 +180,29 @@ def test_a_wide_table_written_from_arrays_has_pandas_bytes(tmp_path):
     assert written.read_text() == "# Time units: h\n" + expected
     # and write_analysis_csv takes the same way for such a table
     assert write_analysis_csv(table, tmp_path / "b.csv", "h").read_text() == written.read_text()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "time,fov_000_cell_1,fov_000_cell_2\r\n0,,1.5\r\n10,2,\r\n",  # Windows, empty at ends
+        "\ufefftime,c1,c2\n0,1e3,-inf\n\n10,nan,0x\n",  # BOM, blank line, then a non-number
+        "time,c1,c1\n0,1,2\n",  # a repeated name: pandas renames it
+        'time,"c,1"\n0,1\n',  # a quoted name
+        "time,c1\n0,1,2\n",  # a row longer than the header
+    ],
+)
+def test_a_wide_file_reads_as_pandas_reads_it(tmp_path, body):
+    csv = tmp_path / "a.csv"
+    csv.write_bytes(body.encode())
+    try:
+        raw = pd.read_csv(csv, encoding="utf-8-sig")
+        numeric = raw.apply(lambda col: pd.to_numeric(col, errors="raise")).astype(np.float64)
+    except (ValueError, pd.errors.ParserError):
+        with pytest.raises(ResultsFileError, match="a.csv"):
+            read_analysis_csv(csv)
+        return
+    expected = numeric.set_index(numeric.columns[0])
+    expected.columns = [str(c) for c in expected.columns]
+    got = read_analysis_csv(csv)
+    pd.testing.assert_frame_equal(got, expected, check_names=False)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from pyama_lib.core.errors import ParamsError, ResultsFileError
 from pyama_lib.io.atomic import atomic_target
-from pyama_lib.io.wide_csv import FLOAT_FORMAT, TIME_COLUMN, write_wide_csv
+from pyama_lib.io.wide_csv import FLOAT_FORMAT, TIME_COLUMN, read_wide_body, write_wide_csv
 
 LONG_COLUMNS: tuple[str, ...] = ("time", "fov", "cell", "value")
 
@@ -171,11 +171,17 @@ def read_analysis_csv(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     unit, skip = _read_header(path)
-    raw = _read_body(path, skip)
-    if set(LONG_COLUMNS) <= set(raw.columns):
-        wide = long_to_wide(_numeric_long(raw, path))
-    else:
-        wide = _numeric_wide(raw, path)
+    plain = read_wide_body(path, skip)
+    if plain is not None and not set(LONG_COLUMNS) <= set(plain[0]):
+        names, values = plain
+        # PyAMA takes the first column as the time whatever its name; do the same.
+        wide = pd.DataFrame(values[:, 1:], index=values[:, 0], columns=names[1:])
+    else:  # anything else goes through pandas, which says what is wrong with a bad file
+        raw = _read_body(path, skip)
+        if set(LONG_COLUMNS) <= set(raw.columns):
+            wide = long_to_wide(_numeric_long(raw, path))
+        else:
+            wide = _numeric_wide(raw, path)
     wide.index = wide.index * _file_factor(unit, path)
     wide.index.name = TIME_COLUMN
     wide.attrs["time_units"] = unit
