@@ -27,6 +27,7 @@ from pathlib import Path
 
 from flows.cli.analysis import register_fit, register_merge, register_run
 from flows.cli.demo import register_demo
+from flows.cli.inspect import register_inspect
 from flows.cli.process import register_process
 from flows.cli.service import register_serve, register_watch
 from flows.cli.tools import register_info, register_score, register_synth, register_view
@@ -42,6 +43,7 @@ COMMANDS = (
     register_info,
     register_process,
     register_view,
+    register_inspect,
     register_merge,
     register_fit,
     register_run,
