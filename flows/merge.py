@@ -39,10 +39,13 @@ class MergeSummary:
     figures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
+    left_out: dict[str, int] = field(default_factory=dict)  # sample -> cells marked bad
 
     def __str__(self) -> str:
-        lines = [f"{'cells':>6}  sample"]
-        lines += [f"{n:>6}  {name}" for name, n in self.samples.items()]
+        lines = [f"{'cells':>6}  {'marked bad':>10}  sample"]
+        lines += [
+            f"{n:>6}  {self.left_out.get(name, 0):>10}  {name}" for name, n in self.samples.items()
+        ]
         lines.append(f"{len(self.files)} analysis CSV(s) and {self.parquet} in {self.output_dir}")
         return "\n".join(lines)
 
@@ -96,6 +99,7 @@ def merge_samples_flow(
         figures=[str(f) for f in figures],
         warnings=list(merged.warnings),
         wall_seconds=time.time() - started,
+        left_out=dict(merged.left_out),
     )
     _publish(summary)
     return summary
@@ -123,7 +127,10 @@ def _publish(summary: MergeSummary) -> None:
     out = Path(summary.output_dir)
     name = out.parent.name if out.name == MERGED_DIR else out.name
     create_table_artifact(
-        table=[{"sample": s, "cells": n} for s, n in summary.samples.items()],
+        table=[
+            {"sample": s, "cells": n, "marked bad (left out)": summary.left_out.get(s, 0)}
+            for s, n in summary.samples.items()
+        ],
         key=artifact_key(name, "merge-summary"),
         description=f"Cells per sample, {summary.output_dir}",
     )

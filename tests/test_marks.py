@@ -189,6 +189,7 @@ def test_merge_leaves_the_bad_cells_out(run, tmp_path):
     assert not ((tidy.fov == 0) & (tidy.cell == 2)).any()
     assert ((tidy.fov == 1) & (tidy.cell == 2)).any()
     assert result.cells == {"all": 7}
+    assert result.left_out == {"all": 1}  # what the summary and its artifact report
 
 
 # -- errors -----------------------------------------------------------------------------------

@@ -157,6 +157,7 @@ def test_an_inspected_csv_beside_the_traces_wins(run, tmp_path):
     assert "fov_000_cell_3" in read_analysis_csv(result.files["ctrl", 2, "area"]).columns
     assert original.read_bytes() == before
     assert result.cells == {"ctrl": 4}  # cell 3 is still good in channel 2
+    assert result.left_out == {"ctrl": 1}  # and left out of channel 1
 
 
 def test_marks_from_before_a_new_extraction_apply_to_the_cells_not_the_old_values(run, tmp_path):

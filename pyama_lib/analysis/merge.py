@@ -43,6 +43,7 @@ from pyama_lib.analysis.merge_inputs import (
 from pyama_lib.analysis.merge_tables import (
     FovRows,
     distinct_cells,
+    marked_bad_cells,
     read_sample_rows,
     tidy_parquet,
     wide_matrix,
@@ -96,6 +97,9 @@ class MergeResult:
         ``(sample, channel, feature)`` → the analysis CSV written.
     cells
         Sample → number of distinct ``(fov, cell)`` with at least one good row (any channel).
+    left_out
+        Sample → number of distinct ``(fov, cell)`` of its traces left out in a channel
+        because no row of theirs is good (cells a person marked bad).
     parquet
         The tidy table of the whole merge.
     long_format
@@ -111,6 +115,7 @@ class MergeResult:
     long_format: bool = False
     warnings: list[str] = field(default_factory=list)
     previews: dict[tuple[str, int], TracesPreview] = field(default_factory=dict)
+    left_out: dict[str, int] = field(default_factory=dict)
     """``(sample, channel)`` → what its figure draws (not part of :meth:`as_dict`)."""
 
     def as_dict(self) -> dict[str, Any]:
@@ -122,6 +127,7 @@ class MergeResult:
                 for (s, c, f), p in self.files.items()
             ],
             "cells": dict(self.cells),
+            "left_out": dict(self.left_out),
             "parquet": str(self.parquet),
             "format": "long" if self.long_format else "wide",
             "warnings": list(self.warnings),
@@ -180,12 +186,14 @@ def merge_samples(
     parquet_target = safe_output_path(out, PARQUET_NAME)
     files: dict[tuple[str, int, str], Path] = {}
     seen: dict[str, set[tuple[int, int]]] = {s.name: set() for s in chosen}
+    bad: dict[str, set[tuple[int, int]]] = {s.name: set() for s in chosen}
     previews: dict[tuple[str, int], TracesPreview] = {}
     with tidy_parquet(parquet_target) as tidy:
         # One sample and channel at a time: its good rows are all that is held.
         for (name, channel), (fov_files, _) in groups.items():
             blocks = read_sample_rows(fov_files, features, warnings)
             seen[name] |= distinct_cells(blocks)
+            bad[name] |= marked_bad_cells(blocks)
             if not any(b.cell.size for b in blocks):
                 warnings.append(f"sample {name!r}, channel {channel}: no good cells")
             for k, (feature, target) in enumerate(targets[name, channel].items()):
@@ -204,7 +212,8 @@ def merge_samples(
                     tidy.add(name, channel, feature, block, k, to_minutes)
             del blocks
     cells = {name: len(pairs) for name, pairs in seen.items()}
-    return MergeResult(out, files, cells, parquet_target, long_format, warnings, previews)
+    left_out = {name: len(pairs) for name, pairs in bad.items()}
+    return MergeResult(out, files, cells, parquet_target, long_format, warnings, previews, left_out)
 
 
 def _write_long(blocks: Sequence[FovRows], k: int, target: Path, time_units: str) -> None:

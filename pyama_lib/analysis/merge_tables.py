@@ -55,12 +55,15 @@ class FovRows:
         (n,) int64 cell ids and float64 times (the traces' unit).
     values
         (n, n_features) float64, one column per merged feature.
+    marked_bad
+        Cells of the traces without a good row: those a person marked bad.
     """
 
     fov: int
     cell: np.ndarray
     time: np.ndarray
     values: np.ndarray
+    marked_bad: frozenset[int] = frozenset()
 
     @property
     def cells(self) -> np.ndarray:
@@ -86,7 +89,14 @@ def read_good_rows(fov: int, path: Path, features: Sequence[str]) -> tuple[FovRo
     time = table["time"].to_numpy(dtype=np.float64)[good]
     values = table[list(features)].to_numpy(dtype=np.float64)[good]
     order = np.lexsort((time, cell))
-    rows = FovRows(int(fov), cell[order], time[order], values[order].reshape(len(order), -1))
+    bad = set(table["cell"].unique().tolist()) - set(np.unique(cell).tolist())
+    rows = FovRows(
+        int(fov),
+        cell[order],
+        time[order],
+        values[order].reshape(len(order), -1),
+        frozenset(int(c) for c in bad),
+    )
     return rows, marked.warnings
 
 
@@ -207,3 +217,8 @@ def _cannot_write(path: Path, exc: OSError) -> OutputDirError:
 def distinct_cells(blocks: Iterable[FovRows]) -> set[tuple[int, int]]:
     """``(fov, cell)`` of every good cell in ``blocks``."""
     return {(b.fov, int(c)) for b in blocks for c in b.cells}
+
+
+def marked_bad_cells(blocks: Iterable[FovRows]) -> set[tuple[int, int]]:
+    """``(fov, cell)`` of every cell in ``blocks`` that has no good row."""
+    return {(b.fov, c) for b in blocks for c in b.marked_bad}
