@@ -23,7 +23,13 @@ from pydantic import Field
 
 from flows.merge import MERGED_DIR
 from flows.support.artifacts import artifact_key, figures_markdown
-from pyama_lib.analysis.figures import fit_examples_figure, histograms_figure, save_png
+from pyama_lib.analysis.figures import (
+    example_cells,
+    fit_examples_figure,
+    histograms_figure,
+    save_png,
+)
+from pyama_lib.analysis.fitting import CHUNK_CELLS
 from pyama_lib.analysis.models import get_model, model_names, resolve_start_and_bounds
 from pyama_lib.core.errors import ParamsError, ResultsFileError
 from pyama_lib.io.analysis_csv import read_analysis_csv
@@ -42,8 +48,8 @@ from tasks.analysis import fit_chunk_task
 #: Trace columns a merge can write besides the extracted features.
 TRACE_COLUMNS = tuple(c for c in BASE_COLUMNS if c.startswith("position"))
 
-#: Cells per fit task: big enough that a task's fixed overhead is small against its work.
-CHUNK_CELLS = 256
+#: Fit tasks per worker of a large fit (more cells per task than CHUNK_CELLS).
+CHUNKS_PER_WORKER = 8
 #: Cells from which a fit runs in worker processes (``n_workers`` > 1).
 PROCESS_MIN_CELLS = 2000
 
@@ -97,7 +103,7 @@ def fit_traces_flow(
     params: dict[str, float] | None = None,
     bounds: dict[str, tuple[float, float]] | None = None,
     n_workers: Annotated[int, Field(ge=1)] = 2,
-    chunk_cells: Annotated[int, Field(ge=1)] = CHUNK_CELLS,
+    chunk_cells: Annotated[int, Field(ge=1)] | None = None,
     feature: str | None = None,
     thorough: bool = False,
 ) -> FitSummary:
@@ -139,6 +145,13 @@ def fit_traces_flow(
     # processes pay for their start once, which a small fit does not win back.
     in_processes = n_workers > 1 and n_cells >= PROCESS_MIN_CELLS and unguarded_main_call() is None
     workers = stage_pool(n_workers) if in_processes else nullcontext()
+    if chunk_cells is None:
+        # Each chunk costs a task run (and, in workers, a round trip): a large fit gets a few
+        # chunks per worker, enough to keep every worker busy to the end.
+        # Whole multiples of fit_cells' own batches, so a cell is fitted in the same batch,
+        # with the same result, whatever the number of workers.
+        batches = -(-n_cells // (CHUNKS_PER_WORKER * n_workers * CHUNK_CELLS))
+        chunk_cells = CHUNK_CELLS * max(1, batches)
     with ThreadPoolTaskRunner(max_workers=n_workers) as runner, workers:
         for csv, table in tables.items():
             t = table.index.to_numpy(dtype="float64")
@@ -230,17 +243,19 @@ def _figures(csv: Path, table: pd.DataFrame, fitted: pd.DataFrame, model: str) -
     spec = get_model(model)
     t = table.index.to_numpy(dtype=float)
     dense = np.linspace(t.min(), t.max(), 200) if t.size else t
-    params = fitted[list(spec.param_names)].to_numpy(dtype=float)
-    curves = spec.evaluate(dense, params).T
+    r_squared = fitted["r_squared"].to_numpy(dtype=float)
+    shown = example_cells(r_squared)  # curves for the dozen drawn, not for every cell
+    params = fitted[list(spec.param_names)].to_numpy(dtype=float)[shown]
     stem = fitted_paths(csv)[0].name.removesuffix(".csv")
     examples = fit_examples_figure(
         t,
-        table.to_numpy(dtype=float),
+        table.iloc[:, shown].to_numpy(dtype=float),
         dense,
-        curves,
-        fitted["r_squared"].to_numpy(dtype=float),
-        [str(c) for c in table.columns],
+        spec.evaluate(dense, params).T,
+        r_squared[shown],
+        [str(table.columns[i]) for i in shown],
         csv.stem,
+        n_examples=len(shown),
     )
     good = fitted[fitted["success"].astype(bool)]
     histograms = histograms_figure(

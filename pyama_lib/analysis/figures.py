@@ -26,6 +26,7 @@ from skimage.segmentation import find_boundaries
 from pyama_lib.io.atomic import atomic_target
 
 __all__ = [
+    "example_cells",
     "fit_examples_figure",
     "histograms_figure",
     "png_data_uri",
@@ -103,6 +104,21 @@ def traces_figure(
     return fig
 
 
+def example_cells(r_squared: np.ndarray, n_examples: int = 12) -> np.ndarray:
+    """Positions of up to ``n_examples`` cells spread over the R² range, lowest R² first
+    (NaN counts as lowest): the cells :func:`fit_examples_figure` draws.
+
+    Examples
+    --------
+    >>> example_cells(np.array([0.9, 0.1, np.nan, 0.5, 0.99]), 3).tolist()
+    [2, 3, 4]
+    """
+    order = np.argsort(np.nan_to_num(np.asarray(r_squared, dtype=np.float64), nan=-1.0))
+    n_cells = order.size
+    spread = np.unique(np.linspace(0, n_cells - 1, min(n_examples, n_cells)).round().astype(int))
+    return order[spread]
+
+
 def fit_examples_figure(
     time_h: np.ndarray,
     values: np.ndarray,
@@ -116,7 +132,8 @@ def fit_examples_figure(
     """A grid of up to ``n_examples`` cells (spread over the R² range): points and fit.
 
     ``values`` is (n_t, n_cells), ``curves`` (n_dense, n_cells) evaluated at ``curve_time_h``,
-    ``r_squared`` (n_cells,) and ``names`` the cells' column names.
+    ``r_squared`` (n_cells,) and ``names`` the cells' column names. For many cells, pass only
+    the :func:`example_cells` columns: the curves of all would be drawn for a dozen.
 
     Examples
     --------
@@ -126,10 +143,7 @@ def fit_examples_figure(
     >>> len(fig.axes)
     3
     """
-    n_cells = len(names)
-    order = np.argsort(np.nan_to_num(np.asarray(r_squared, dtype=np.float64), nan=-1.0))
-    spread = np.unique(np.linspace(0, n_cells - 1, min(n_examples, n_cells)).round().astype(int))
-    picked = order[spread]
+    picked = example_cells(r_squared, n_examples)
     cols = 4 if len(picked) > 4 else max(len(picked), 1)
     rows = max(1, int(np.ceil(len(picked) / cols)))
     fig = _figure(3 * cols, 2.4 * rows)

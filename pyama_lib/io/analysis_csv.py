@@ -175,7 +175,7 @@ def read_analysis_csv(path: str | Path) -> pd.DataFrame:
     if plain is not None and not set(LONG_COLUMNS) <= set(plain[0]):
         names, values = plain
         # PyAMA takes the first column as the time whatever its name; do the same.
-        wide = pd.DataFrame(values[:, 1:], index=values[:, 0], columns=names[1:])
+        wide = pd.DataFrame(values[:, 1:], index=values[:, 0], columns=names[1:], copy=False)
     else:  # anything else goes through pandas, which says what is wrong with a bad file
         raw = _read_body(path, skip)
         if set(LONG_COLUMNS) <= set(raw.columns):

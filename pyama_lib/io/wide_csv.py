@@ -105,6 +105,10 @@ def read_wide_body(path: Path, skip: int) -> tuple[list[str], np.ndarray] | None
 
 
 def _parse(path: Path, skip: int) -> tuple[list[str], np.ndarray] | None:
+    # Rows are counted first so that the values go straight into one array: a list of rows
+    # stacked at the end would hold the table twice.
+    with open(path, "rb") as fh:
+        n_rows = sum(1 for line in fh if line.strip()) - skip - 1
     with open(path, encoding="utf-8-sig", newline="") as fh:
         for _ in range(skip):
             fh.readline()
@@ -112,7 +116,8 @@ def _parse(path: Path, skip: int) -> tuple[list[str], np.ndarray] | None:
         names = header.split(",")
         if not header or len(set(names)) < len(names) or any('"' in n for n in names):
             return None
-        rows = []
+        values = np.empty((max(n_rows, 0), len(names)), dtype=np.float64)
+        i = 0
         for line in fh:
             if not line.strip():
                 continue  # pandas skips blank lines too
@@ -123,7 +128,8 @@ def _parse(path: Path, skip: int) -> tuple[list[str], np.ndarray] | None:
                     row = np.fromstring(_EMPTY_FIELD.sub("nan", line), dtype=np.float64, sep=",")
             except (DeprecationWarning, ValueError):
                 return None
-            if row.size != len(names):
+            if row.size != len(names) or i >= len(values):
                 return None
-            rows.append(row)
-    return names, np.vstack(rows) if rows else np.empty((0, len(names)))
+            values[i] = row
+            i += 1
+    return (names, values) if i == len(values) else None
