@@ -6,6 +6,7 @@ Heavy imports happen inside each command, so ``pyama --help`` stays instant.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -167,14 +168,30 @@ def register_view(sub: Subparsers) -> None:
         "--screenshot", type=Path, metavar="PNG", help="render to this PNG instead of a window"
     )
     p.add_argument("--frame", type=int, help="the frame to show first")
+    p.add_argument(
+        "--no-curation",
+        action="store_true",
+        help="only the layers: no panel of traces and cells to mark good or bad",
+    )
     p.set_defaults(func=_run_view)
 
 
 def _run_view(args: argparse.Namespace) -> int:
+    from pyama_lib.core.errors import ParamsError, ResultsFileError
+    from pyama_lib.view.curation_state import load_curation
     from pyama_lib.view.layers import fov_layers, show
 
     view = fov_layers(args.output, args.fov, args.channel)
-    shot = show(view, screenshot=args.screenshot, frame=args.frame)
+    curation = None
+    if not args.no_curation:
+        try:
+            curation = load_curation(args.output, args.fov)
+        except (ParamsError, ResultsFileError) as exc:
+            # the images are worth showing without the traces (e.g. before extraction)
+            print(f"pyama view: warning: no curation panel: {exc}", file=sys.stderr)
+        for warning in curation.warnings if curation else []:
+            print(f"pyama view: warning: {warning}", file=sys.stderr)
+    shot = show(view, screenshot=args.screenshot, frame=args.frame, curation=curation)
     if shot is not None:
         print(f"screenshot: {shot}")
     return 0

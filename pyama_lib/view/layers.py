@@ -14,7 +14,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,12 @@ import zarr
 from pyama_lib.core.errors import PyamaError, StoreError
 from pyama_lib.io.store import FovStore, parse_array_name, stored_base_names
 from pyama_lib.io.tracks import TRACK_COLUMNS, tracks_csv_path
+from pyama_lib.view.curation_state import CurationState
+
+if TYPE_CHECKING:  # napari and Qt only where a viewer is opened
+    import napari
+
+    from pyama_lib.view.curation import CurationWidget
 
 INSTALL_HINT = "pip install 'pyama-flow[view]'"
 # Fluorescence colours in channel order; phase contrast is grey.
@@ -30,6 +36,7 @@ _COLORMAPS = ("green", "magenta", "cyan", "yellow", "red", "blue")
 
 LayerData = tuple[Any, dict[str, Any], str]
 _SCREENSHOT_SIZE = (1280, 800)  # window pixels of --screenshot
+_CURATION_SIZE = (1600, 900)  # the same with the curation panel docked beside the image
 SCREENSHOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
@@ -147,7 +154,9 @@ def _tracks_layer(
             if channel is not None:
                 raise StoreError(f"{csv}: no tracks table for channel {c}; run extract first")
             continue
-        table = pd.read_csv(csv)
+        # sorted as napari keeps a Tracks layer, so per-point features given later (the
+        # curation panel's colours) line up with the layer's points
+        table = pd.read_csv(csv).sort_values(["track_id", "t"], kind="stable")
         if table.empty:  # napari cannot draw a Tracks layer without points
             continue
         kwargs = {
@@ -168,19 +177,24 @@ def _tracks_channels(store: FovStore) -> list[int]:
     return [int(m.group(1)) for m in found if m]
 
 
-def show(view: FovView, *, screenshot: Path | None = None, frame: int | None = None) -> Path | None:
-    """Open the layers in napari; with ``screenshot``, render them to that PNG and close."""
+def show(
+    view: FovView,
+    *,
+    screenshot: Path | None = None,
+    frame: int | None = None,
+    curation: CurationState | None = None,
+) -> Path | None:
+    """Open the layers in napari; with ``screenshot``, render them to that PNG and close.
+
+    With ``curation`` (:func:`~pyama_lib.view.curation_state.load_curation` of the same FOV),
+    the curation panel is docked beside the layers (:mod:`pyama_lib.view.curation`).
+    """
     if screenshot is not None and screenshot.suffix.lower() not in SCREENSHOT_SUFFIXES:
         raise PyamaError(
             f"{screenshot}: a screenshot is written as {', '.join(SCREENSHOT_SUFFIXES)}; "
             "name the file with one of them"
         )
-    try:
-        import napari
-    except ImportError as exc:
-        raise ViewerMissingError(
-            f"pyama view needs napari, an optional extra: {INSTALL_HINT} ({exc})"
-        ) from exc
+    napari = _napari()
     if sys.platform.startswith("linux") and not (
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     ):
@@ -192,15 +206,11 @@ def show(view: FovView, *, screenshot: Path | None = None, frame: int | None = N
         )
     if screenshot is not None:  # no window to show: render without one
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    viewer = napari.Viewer(title=f"PyAMA Flow: {view.store.path.name}", show=screenshot is None)
-    for data, kwargs, kind in view.layers:
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
-    if frame is not None:
-        viewer.dims.set_current_step(0, frame)
+    viewer, _ = open_viewer(view, frame=frame, curation=curation, show=screenshot is None)
     if screenshot is None:
         napari.run()
         return None
-    viewer.window.resize(*_SCREENSHOT_SIZE)
+    viewer.window.resize(*(_SCREENSHOT_SIZE if curation is None else _CURATION_SIZE))
     viewer.reset_view()
     image = viewer.screenshot(canvas_only=False, flash=False)
     viewer.close()
@@ -208,3 +218,34 @@ def show(view: FovView, *, screenshot: Path | None = None, frame: int | None = N
 
     iio.imwrite(screenshot, image)
     return screenshot
+
+
+def open_viewer(
+    view: FovView,
+    *,
+    frame: int | None = None,
+    curation: CurationState | None = None,
+    show: bool = True,
+) -> tuple[napari.Viewer, CurationWidget | None]:
+    """A napari viewer with the layers of ``view`` (and the curation panel of ``curation``),
+    its window shown or not; the caller runs Qt's event loop (:func:`show` does)."""
+    napari = _napari()
+    viewer = napari.Viewer(title=f"PyAMA Flow: {view.store.path.name}", show=show)
+    added = {kind: getattr(viewer, f"add_{kind}")(data, **kw) for data, kw, kind in view.layers}
+    if frame is not None:
+        viewer.dims.set_current_step(0, frame)
+    if curation is None:
+        return viewer, None
+    from pyama_lib.view.curation import add_curation  # Qt, once napari is there
+
+    return viewer, add_curation(viewer, curation, added.get("labels"), added.get("tracks"))
+
+
+def _napari() -> Any:
+    try:
+        import napari
+    except ImportError as exc:
+        raise ViewerMissingError(
+            f"pyama view needs napari, an optional extra: {INSTALL_HINT} ({exc})"
+        ) from exc
+    return napari
