@@ -25,6 +25,7 @@ import bench_copy  # noqa: E402
 import bench_e2e  # noqa: E402
 import bench_fit  # noqa: E402
 import bench_io  # noqa: E402
+import bench_scale  # noqa: E402
 import bench_scaling  # noqa: E402
 import bench_stages  # noqa: E402
 import bench_startup  # noqa: E402
@@ -39,6 +40,7 @@ CASES = {
     "scaling": bench_scaling,
     "accuracy": bench_accuracy,
     "startup": bench_startup,
+    "scale": bench_scale,
 }
 
 

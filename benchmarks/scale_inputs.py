@@ -103,3 +103,13 @@ def ensure_fit_csv(n_cells: int, n_t: int = 180, seed: int = 0) -> Path:
     write_analysis_csv(table, csv)
     (folder / "params.json").write_text(json.dumps(wanted))
     return csv
+
+
+def traces_folder_path(n_fovs: int, n_cells: int, n_frames: int) -> dict[str, str]:
+    """:func:`ensure_traces_folder` as a benchmark child's result."""
+    return {"path": str(ensure_traces_folder(n_fovs, n_cells, n_frames))}
+
+
+def fit_csv_path(n_cells: int) -> dict[str, str]:
+    """:func:`ensure_fit_csv` as a benchmark child's result."""
+    return {"path": str(ensure_fit_csv(n_cells))}

@@ -55,6 +55,10 @@ if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
 
+#: Seconds between updates of the dashboard's progress artifact (the last one always comes).
+PROGRESS_UPDATE_S = 1.0
+
+
 def run_fovs(
     task_runner: TaskRunner,
     jobs: list[FovJob],
@@ -97,7 +101,7 @@ def run_fovs(
             key=artifact_key(jobs[0].base_name, "process-progress"),
             description=f"0/{total} FOV stages",
         )
-        done = 0
+        done, updated = 0, time.monotonic()
         while in_flight:
             future = next(as_completed(list(in_flight)))
             job, index = in_flight.pop(future)
@@ -118,12 +122,16 @@ def run_fovs(
                 if index + 1 < len(stages):
                     submit(job, index + 1)
             done += 1
-            fill()  # the next work first, then the bookkeeping (an API call per stage)
-            update_progress_artifact(
-                artifact_id=progress,
-                progress=100 * done / total,
-                description=f"{done}/{total} FOV stages",
-            )
+            fill()  # the next work first, then the bookkeeping
+            # The artifact update is an API call that waits on a busy server: one per stage
+            # would hold this loop, and the workers with it, at 1000 FOVs.
+            if done == total or time.monotonic() - updated >= PROGRESS_UPDATE_S:
+                update_progress_artifact(
+                    artifact_id=progress,
+                    progress=100 * done / total,
+                    description=f"{done}/{total} FOV stages",
+                )
+                updated = time.monotonic()
             report_progress(done, total, f"{stages[index]} fov_{job.fov:03d}")
     return results
 
