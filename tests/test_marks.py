@@ -18,16 +18,14 @@ import zarr
 from flows.cli.main import main as cli_main
 from pyama_lib.analysis.merge import merge_samples
 from pyama_lib.core.errors import ParamsError, ResultsFileError
-from pyama_lib.core.selection import STAGES, Channels
+from pyama_lib.core.selection import Channels
 from pyama_lib.io.analysis_csv import read_analysis_csv
 from pyama_lib.io.mark_rules import MarkRule, border_cells
 from pyama_lib.io.marks import ALL, fov_marks, inspected_csv_path, mark_cells, read_marked_traces
-from pyama_lib.io.results_yaml import ProcessingResults, save_results, update_results_file
+from pyama_lib.io.results_yaml import ProcessingResults, save_results
 from pyama_lib.io.samples import Sample
 from pyama_lib.io.traces import read_traces_csv, traces_csv_path, write_traces_csv
-from pyama_lib.pipeline.plan import plan_jobs
-from pyama_lib.pipeline.stages import results_entries, run_stage
-from pyama_lib.synthetic.generator import make_synthetic
+from tests.runs import processed_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,15 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def processed(tmp_path_factory):
     """A processed synthetic run: 2 FOVs of 4 cells, fluorescence channels 1 and 2."""
-    root = tmp_path_factory.mktemp("marks")
-    acq = make_synthetic(root / "acq", n_fovs=2, n_frames=32, size=128, n_cells=4, n_fl=2, seed=7)
-    out = root / "out"
-    plan = plan_jobs(acq.path, out, Channels(pc=0, fl=[1, 2]))
-    for job in plan.jobs:
-        for stage in STAGES:
-            run_stage(stage, job)
-    update_results_file(results_entries(plan, [job.fov for job in plan.jobs]))
-    return out
+    return processed_run(tmp_path_factory.mktemp("marks"), n_fovs=2)
 
 
 @pytest.fixture

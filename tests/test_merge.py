@@ -15,7 +15,7 @@ import yaml
 
 from pyama_lib.analysis.merge import PARQUET_NAME, merge_samples
 from pyama_lib.core.errors import OutputDirError, ParamsError, ResultsFileError
-from pyama_lib.core.selection import STAGES, Channels
+from pyama_lib.core.selection import Channels
 from pyama_lib.io.analysis_csv import (
     cell_column,
     read_analysis_csv,
@@ -23,12 +23,10 @@ from pyama_lib.io.analysis_csv import (
     wide_to_long,
 )
 from pyama_lib.io.marks import inspected_csv_path
-from pyama_lib.io.results_yaml import load_results, update_results_file
+from pyama_lib.io.results_yaml import load_results
 from pyama_lib.io.samples import Sample
 from pyama_lib.io.traces import read_traces_csv, traces_csv_path, write_traces_csv
-from pyama_lib.pipeline.plan import plan_jobs
-from pyama_lib.pipeline.stages import results_entries, run_stage
-from pyama_lib.synthetic.generator import make_synthetic
+from tests.runs import processed_run
 
 FEATURES = ("intensity_total", "area")
 SAMPLES = [Sample("ctrl", "0-1"), Sample("dox 1uM", [2])]
@@ -37,15 +35,7 @@ SAMPLES = [Sample("ctrl", "0-1"), Sample("dox 1uM", [2])]
 @pytest.fixture(scope="module")
 def processed(tmp_path_factory):
     """A processed synthetic run: 3 FOVs, fluorescence channels 1 and 2, results YAML."""
-    root = tmp_path_factory.mktemp("merge")
-    acq = make_synthetic(root / "acq", n_fovs=3, n_frames=32, size=128, n_cells=4, n_fl=2, seed=7)
-    out = root / "out"
-    plan = plan_jobs(acq.path, out, Channels(pc=0, fl=[1, 2]))
-    for job in plan.jobs:
-        for stage in STAGES:
-            run_stage(stage, job)
-    update_results_file(results_entries(plan, [job.fov for job in plan.jobs]))
-    return out
+    return processed_run(tmp_path_factory.mktemp("merge"), n_fovs=3)
 
 
 @pytest.fixture
