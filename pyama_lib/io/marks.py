@@ -193,12 +193,13 @@ def fov_marks(
     ResultsFileError
         The results file or a traces CSV is missing or unreadable.
     """
-    return _read_fov(results, fov, channel)[0]
+    return read_fov_marks(results, fov, channel)[0]
 
 
-def _read_fov(
-    results: str | Path | ProcessingResults, fov: int, channel: int | None
+def read_fov_marks(
+    results: str | Path | ProcessingResults, fov: int, channel: int | None = None
 ) -> tuple[FovMarks, dict[int, MarkedTraces]]:
+    """:func:`fov_marks`, and the marked traces of each channel it read them from."""
     loaded = results if isinstance(results, ProcessingResults) else load_results(results)
     traces = _traces_of(loaded, int(fov), channel)
     marked = {c: read_marked_traces(path) for c, path in traces.items()}
@@ -260,7 +261,7 @@ def mark_cells(
     ResultsFileError
         A file is missing, unreadable or cannot be written.
     """
-    listed, marked_of = _read_fov(results, fov, channel)
+    listed, marked_of = read_fov_marks(results, fov, channel)
     where = f"fov {int(fov)}"
     everything = {int(c) for c in listed.cells.index}
     parsed = [r if isinstance(r, MarkRule) else MarkRule.parse(r) for r in rules]

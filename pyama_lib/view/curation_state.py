@@ -1,10 +1,11 @@
 """What the curation panel of ``pyama view`` holds, without Qt: a FOV's cells, their traces as
 arrays to plot, and a person's marks until they are saved.
 
-:func:`load_curation` reads the FOV once (:func:`~pyama_lib.io.marks.fov_marks` and each
-channel's traces with their marks); :class:`CurationState` then changes marks in memory and
-:meth:`CurationState.save` writes them with :func:`~pyama_lib.io.marks.mark_cells`, so the
-files are the library's (PyAMA's ``<stem>_inspected.csv``, in every channel of the FOV).
+:func:`load_curation` reads the FOV once (:func:`~pyama_lib.io.marks.read_fov_marks`: its
+cells, and each channel's traces with their marks); :class:`CurationState` then changes marks
+in memory and :meth:`CurationState.save` writes them with
+:func:`~pyama_lib.io.marks.mark_cells`, so the files are the library's (PyAMA's
+``<stem>_inspected.csv``, in every channel of the FOV).
 
 A cell's mark is one mark for all channels, as :func:`~pyama_lib.io.marks.mark_cells` keeps
 it. A cell shows as good when all its rows in every channel are good; one marked bad outside
@@ -23,7 +24,7 @@ import pandas as pd
 
 from pyama_lib.core.errors import ParamsError
 from pyama_lib.io.mark_rules import MarkRule, select_cells
-from pyama_lib.io.marks import MarkResult, fov_marks, mark_cells, read_marked_traces
+from pyama_lib.io.marks import MarkResult, mark_cells, read_fov_marks
 from pyama_lib.io.results_yaml import ProcessingResults, load_results
 
 DEFAULT_FEATURE = "intensity_total"
@@ -176,8 +177,8 @@ def load_curation(results: str | Path | ProcessingResults, fov: int) -> Curation
         The results file or a traces CSV is missing or unreadable.
     """
     loaded = results if isinstance(results, ProcessingResults) else load_results(results)
-    listed = fov_marks(loaded, fov)
-    tables = {c: read_marked_traces(path).table for c, path in listed.traces.items()}
+    listed, marked = read_fov_marks(loaded, fov)
+    tables = {c: m.table for c, m in marked.items()}
     cells = listed.cells.sort_index()
     states = cells[[f"ch_{c}" for c in tables]]
     # NaN where a channel lacks the cell: that channel has nothing to say about it
