@@ -73,10 +73,12 @@ def process_new_acquisition_flow(
     batch_size: Annotated[int, Field(ge=1)] = 2,
     runner: Runner = "process",
     params: ProcessingParams | None = None,
+    interval_min: Annotated[float, Field(gt=0)] | None = None,
 ) -> AcquisitionOutcome:
     """Process the finished acquisition at ``path`` (absolute, inside one of the inbox
     folders, ``$PYAMA_INBOX``) into ``$PYAMA_OUTPUT_ROOT/<sub-folders>/<base name>``; with
-    ``samples_yaml``, merge and fit ``model`` as well. The other parameters are
+    ``samples_yaml``, merge and fit ``model`` as well. ``interval_min``: minutes between
+    frames for inputs that record no frame times. The other parameters are
     ``process_acquisition``'s.
     """
     logger = get_run_logger()
@@ -115,6 +117,8 @@ def process_new_acquisition_flow(
         "params": params,
         "reader_options": {"pinned": list(pinned)},
     }
+    if interval_min is not None:
+        options["reader_options"]["interval_min"] = interval_min
     if samples_yaml:
         from flows.pipeline import pyama_pipeline_flow
 

@@ -129,7 +129,7 @@ def test_input_identity_errors(tmp_path: Path) -> None:
     with pytest.raises(AcquisitionNotFoundError, match="missing.nd2"):
         input_identity(tmp_path / "missing.nd2")
     with pytest.raises(UnsupportedFormatError, match="not a file"):
-        input_identity(tmp_path)
+        input_identity("/dev/null")  # a device: neither an acquisition file nor a folder
 
 
 def test_library_versions_match_what_the_modules_report() -> None:

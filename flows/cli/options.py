@@ -62,7 +62,7 @@ def processing_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_process_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``pyama process`` (``pyama run`` takes them too)."""
-    p.add_argument("input", help="the .nd2 or .ome.tif acquisition")
+    p.add_argument("input", help="the acquisition: a file (.nd2, .ome.tif, .czi, ...) or a folder")
     p.add_argument("-o", "--output", required=True, help="output folder (created if needed)")
     add_processing_arguments(p)
     p.add_argument("--fovs", help='FOVs to process, e.g. "0-3, 7" (default all)')
@@ -71,6 +71,11 @@ def add_process_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dask-address", help="scheduler of an existing Dask cluster, tcp://host:8786")
     p.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
     p.add_argument("--retries", type=int, help="retries per task (default 2)")
+    add_reader_arguments(p)
+
+
+def add_reader_arguments(p: argparse.ArgumentParser) -> None:
+    """How to read the input (``pyama process``, ``pyama run`` and ``pyama info``)."""
     p.add_argument(
         "--times",
         choices=("nominal", "measured"),
@@ -81,8 +86,24 @@ def add_process_arguments(p: argparse.ArgumentParser) -> None:
         "--interval",
         type=float,
         metavar="MINUTES",
-        help="OME-TIFF without frame times: minutes between frames (default: 1, PyAMA's)",
+        help="inputs without frame times: minutes between frames (default: 1, PyAMA's)",
     )
+    p.add_argument(
+        "--pattern",
+        help="TIFF sequence folder whose names no built-in scheme reads: the names with {t}, "
+        "{p}, {c}, {z} where the indices are and * for anything, e.g. 'run_{p}_t{t}_{c}.tif'",
+    )
+    p.add_argument(
+        "--axes",
+        help="multi-page TIFF that does not say its axes: their order, e.g. TCYX",
+    )
+
+
+def checked_interval(minutes: float) -> float:
+    """``--interval``, refused unless more than 0 minutes."""
+    if not minutes > 0:
+        raise ParamsError(f"--interval must be more than 0 minutes, got {minutes:g}")
+    return minutes
 
 
 def reader_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,9 +112,10 @@ def reader_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.times != "nominal":
         options["times"] = args.times
     if args.interval is not None:
-        if not args.interval > 0:
-            raise ParamsError(f"--interval must be more than 0 minutes, got {args.interval:g}")
-        options["interval_min"] = args.interval
+        options["interval_min"] = checked_interval(args.interval)
+    for name in ("pattern", "axes"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
     return options
 
 

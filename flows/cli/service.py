@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from flows.cli.options import add_processing_arguments, processing_options
+from flows.cli.options import add_processing_arguments, checked_interval, processing_options
 from flows.cli.session import stops_on_sigterm
 from pyama_lib.core.errors import OutputDirError, ParamsError
 
@@ -112,6 +112,12 @@ def register_serve(subparsers: Any) -> None:
         "--max-concurrent", type=int, default=1, help="acquisitions processed at once (1)"
     )
     add_processing_arguments(p)  # each acquisition's run
+    p.add_argument(
+        "--interval",
+        type=float,
+        metavar="MINUTES",
+        help="inputs without frame times: minutes between frames (default: 1, PyAMA's)",
+    )
     p.set_defaults(func=run_serve)
 
 
@@ -128,6 +134,8 @@ def serve_settings(args: argparse.Namespace) -> Any:
         raise ParamsError(f"--quiet-seconds must be 0 or more; given: {args.quiet_seconds:g}")
     parse_schedule(args.schedule)
     check_fit_options(args.model, None, None)
+    if args.interval is not None:
+        processing["interval_min"] = checked_interval(args.interval)
     # The deployment's defaults: the parameters only when a file or a preset gave them (else
     # the flow's own defaults, PyAMA's).
     params = processing.pop("params")

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from flows.cli.options import add_reader_arguments, reader_options
+
 Subparsers = Any  # argparse's _SubParsersAction is private
 
 
@@ -65,15 +67,14 @@ def _run_synth(args: argparse.Namespace) -> int:
 
 
 def register_info(sub: Subparsers) -> None:
-    p = sub.add_parser("info", help="print an acquisition's metadata (ND2 or OME-TIFF)")
-    p.add_argument("path", type=Path, help="the .nd2 / .ome.tif file")
-    p.add_argument("--interval", type=float, default=None, help="OME-TIFF without DeltaT: min")
+    p = sub.add_parser("info", help="print an acquisition's metadata and how it was read")
+    p.add_argument("path", type=Path, help="the acquisition: a file or a TIFF sequence folder")
+    add_reader_arguments(p)
     p.set_defaults(func=_run_info)
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    options = {} if args.interval is None else {"interval_min": args.interval}
-    _print_acquisition(args.path, **options)
+    _print_acquisition(args.path, **reader_options(args))
     return 0
 
 
@@ -90,6 +91,8 @@ def _print_acquisition(path: Path, **options: Any) -> None:
         print(f"shape:    {acq.height} x {acq.width}")
         print(f"dtype:    {acq.dtype}")
         print(f"times:    {describe_times(acq.frame_times(0))} (FOV 0)")
+        for line in acq.describe():
+            print(line)
         if acq.times_note:
             print(f"note:     {acq.times_note.removeprefix(f'{acq.path}: ')}")
 

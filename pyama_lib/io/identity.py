@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -46,26 +47,31 @@ def input_identity(path: str | Path) -> dict[str, Any]:
     Parameters
     ----------
     path
-        The acquisition file (ND2, OME-TIFF).
+        The acquisition file (ND2, OME-TIFF, ...) or folder (a TIFF sequence).
 
     Returns
     -------
     dict
         ``path`` (absolute), ``size`` (bytes), ``mtime`` (ISO 8601 with offset) and
-        ``fingerprint`` (``"sha256:<hex>"`` of the size plus first and last MiB).
+        ``fingerprint`` (``"sha256:<hex>"`` of the size plus first and last MiB; for a folder,
+        of every file's relative path, size and modification time, see
+        :func:`_folder_fingerprint`).
 
     Raises
     ------
     AcquisitionNotFoundError
         The file does not exist.
     UnsupportedFormatError
-        The path is a folder.
+        The path is neither a file nor a folder.
     """
     p = Path(path).expanduser().absolute()
     if not p.exists():
         raise AcquisitionNotFoundError(
             p, "file not found; check the path (and that the share is mounted)"
         )
+    if p.is_dir():
+        size, mtime, fingerprint = _folder_fingerprint(p)
+        return {"path": str(p), "size": size, "mtime": iso_time(mtime), "fingerprint": fingerprint}
     if not p.is_file():
         raise UnsupportedFormatError(p, "is not a file; give the acquisition file itself")
     st = p.stat()
@@ -75,6 +81,30 @@ def input_identity(path: str | Path) -> dict[str, Any]:
         "mtime": iso_time(st.st_mtime),
         "fingerprint": _fingerprint(p, int(st.st_size)),
     }
+
+
+def _folder_fingerprint(folder: Path) -> tuple[int, float, str]:
+    """Total size, latest modification time and a fingerprint of a folder's visible files.
+
+    A sequence's images are often the same size (uncompressed frames), so a frame re-exported
+    with other pixels keeps every size: the modification times go into the fingerprint too.
+    A copy that does not keep times (``cp`` without ``-p``) is therefore a new input and is
+    processed again, which costs time but never serves stale results. Reading every file's
+    bytes instead would cost one open per image, 100 000 on a share for a large sequence.
+    """
+    found: list[tuple[str, os.stat_result]] = []
+    for folder_name, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith("."):
+                path = Path(folder_name) / name
+                found.append((path.relative_to(folder).as_posix(), path.stat()))
+    digest = hashlib.sha256()
+    for relative, st in sorted(found, key=lambda f: f[0]):
+        digest.update(f"{relative}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    size = sum(st.st_size for _, st in found)
+    mtime = max((st.st_mtime for _, st in found), default=0.0)
+    return size, mtime, "sha256:" + digest.hexdigest()
 
 
 def identity_key(identity: dict[str, Any]) -> str:

@@ -104,6 +104,7 @@ def plan_jobs(
     with open_acquisition(input_path, **reader_options) as acq:
         for c in channels.all:
             acq.check_channel(c)
+        acq.check_files()
         try:
             selected = select_fovs(acq.n_fovs, fov_start, fov_end, fovs)
         except (IndexError, ValueError) as exc:

@@ -139,6 +139,14 @@ class Acquisition(ABC):
                 f"channel(s) ({names})",
             )
 
+    def describe(self) -> list[str]:
+        """Lines saying how the input was understood (``pyama info``), beyond the metadata."""
+        return []
+
+    def check_files(self) -> None:  # noqa: B027 (readers whose open checks all do nothing)
+        """Check what opening did not (a sequence's every image); a run calls it once while
+        planning, before anything is written."""
+
     @property
     def shape(self) -> tuple[int, int]:
         return (self.height, self.width)
@@ -171,8 +179,11 @@ TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
 
 
 def acquisition_base_name(path: Path) -> str:
-    """The file name without its format's extension: ``exp`` for ``exp.ome.tif``."""
+    """The file name without its format's extension: ``exp`` for ``exp.ome.tif``; a folder's
+    (a TIFF sequence) name as it is."""
     name = path.name
+    if path.is_dir():
+        return name
     for suffix in (".nd2", *TIFF_SUFFIXES):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]

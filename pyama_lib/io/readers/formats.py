@@ -1,6 +1,8 @@
-"""Which reader opens which file: :func:`open_acquisition`, by the file's name.
+"""Which reader opens which input: :func:`open_acquisition`, by the file's name or the folder's
+contents.
 
-The readers load on demand, so opening an OME-TIFF never imports the ND2 library.
+The readers load on demand, so opening an OME-TIFF never imports the ND2 library, and a file
+that needs the optional ``formats`` extra (bioio) says so only when such a file is opened.
 """
 
 from __future__ import annotations
@@ -14,33 +16,47 @@ from pyama_lib.io.readers.acquisition import TIFF_SUFFIXES, Acquisition
 
 
 def open_acquisition(path: str | Path, **options: Any) -> Acquisition:
-    """Open an ND2 or OME-TIFF acquisition.
+    """Open an acquisition: a file (ND2, OME-TIFF or other TIFF stack, or a format bioio reads)
+    or a folder (a TIFF sequence, a Micro-Manager dataset).
 
-    Options: ``times="nominal"|"measured"`` (ND2: frame index × the time loop's period as PyAMA
-    uses, or each FOV's measured per-frame stamps); ``interval_min=1.0`` (OME-TIFF without
-    ``DeltaT``: minutes between frames).
+    Options go to the reader, and a reader refuses those it does not take: ``times="nominal"|
+    "measured"`` (ND2: frame index × the time loop's period as PyAMA uses, or each FOV's
+    measured per-frame stamps); ``interval_min`` (files without frame times: minutes between
+    frames); ``pattern`` (a TIFF sequence's naming, see
+    :mod:`~pyama_lib.io.readers.sequence_names`).
     """
     path = Path(path)
+    reader = reader_for(path)
+    accepted = set(inspect.signature(reader.__init__).parameters) - {"self", "path"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise UnsupportedFormatError(
+            path,
+            f"option(s) {unknown} do not apply to {reader.__name__} inputs; "
+            f"it accepts {sorted(accepted) or 'no options'}",
+        )
+    return reader(path, **options)
+
+
+def reader_for(path: Path) -> type[Acquisition]:
+    """The reader class for ``path``, chosen without opening it."""
     name = path.name.lower()
-    reader: type[Acquisition] | None = None
+    if path.is_dir():
+        from pyama_lib.io.readers.tiff_sequence import TiffSequenceAcquisition
+
+        return TiffSequenceAcquisition
     if name.endswith(".nd2"):
-        from pyama_lib.io.readers.nd2 import ND2Acquisition as reader
-    elif name.endswith(TIFF_SUFFIXES):
-        from pyama_lib.io.readers.ome_tiff import OmeTiffAcquisition as reader
-    if reader is not None:
-        accepted = set(inspect.signature(reader.__init__).parameters) - {"self", "path"}
-        unknown = sorted(set(options) - accepted)
-        if unknown:
-            raise UnsupportedFormatError(
-                path,
-                f"option(s) {unknown} do not apply to {reader.__name__} files; "
-                f"it accepts {sorted(accepted) or 'no options'}",
-            )
-        return reader(path, **options)
+        from pyama_lib.io.readers.nd2 import ND2Acquisition
+
+        return ND2Acquisition
+    if name.endswith(TIFF_SUFFIXES):
+        from pyama_lib.io.readers.ome_tiff import OmeTiffAcquisition
+
+        return OmeTiffAcquisition
     if not path.exists():
-        raise AcquisitionNotFoundError(path, "no such file; check the path")
+        raise AcquisitionNotFoundError(path, "no such file or folder; check the path")
     raise UnsupportedFormatError(
         path,
-        f"unknown file type {path.suffix or '(no extension)'!r}; "
-        "PyAMA Flow reads Nikon .nd2 and OME-TIFF (.ome.tif/.ome.tiff)",
+        f"unknown file type {path.suffix or '(no extension)'!r}; PyAMA Flow reads Nikon .nd2, "
+        "OME-TIFF and TIFF stacks (.tif/.tiff), and folders of TIFF images",
     )
