@@ -380,3 +380,29 @@ def test_a_command_leaves_at_once_with_its_run_fully_recorded(service):
     artifacts = {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}
     keys = {a["key"] for a in api.http.post("/artifacts/filter", json=artifacts).json()}
     assert {"synthetic-process-summary", "synthetic-process-outputs"} <= keys
+
+
+def test_a_command_finds_the_running_server_of_its_prefect_home(service, tmp_path):
+    """Without PREFECT_API_URL, `pyama process` uses a `prefect server` of the same
+    PREFECT_HOME running where `prefect server start` puts it (here its port comes from
+    PREFECT_SERVER_API_PORT) instead of starting a temporary one; a command of another
+    PREFECT_HOME does not send its run there."""
+    api = service["api"]
+    env = {k: v for k, v in service["env"].items() if k != "PREFECT_API_URL"}
+
+    def runs_into(out: Path) -> list[dict[str, Any]]:
+        body = {"flows": {"name": {"any_": ["process-acquisition"]}}}
+        runs = api.http.post("/flow_runs/filter", json=body).json()
+        return [r for r in runs if r["parameters"].get("output_dir") == str(out)]
+
+    for home, expected in [(env["PREFECT_HOME"], 1), (str(tmp_path / "other-home"), 0)]:
+        out = tmp_path / f"out-{expected}"
+        cmd = [str(BIN / "pyama"), "process", str(service["source"]), "-o", str(out)]
+        cmd += ["--runner", "thread", "--workers", "1"]
+        run_env = {**env, "PREFECT_HOME": home}
+        done = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        assert len(runs_into(out)) == expected
+        # The same database either way (PREFECT_HOME's); which server took the run, run.yaml says.
+        used = load_run_yaml(out)[-1].settings["prefect_api"]
+        assert (used == api.url) == bool(expected), used

@@ -2,13 +2,16 @@
 
 Every flow command (``process``, ``merge``, ``fit``, ``run``, ``demo``) needs a Prefect API.
 With ``PREFECT_API_URL`` set (a running ``prefect server``, which also gives the dashboard) it
-uses that one. Otherwise it starts a temporary API server of its own (:class:`ApiServer`): the
-server Prefect itself would start, run in the same mode (its private ``PREFECT__SERVER_*``
-variables, UI off), but in a session of its own, so that Ctrl-C reaches only the command, which
-then records the interruption through the server before stopping it. Prefect's own temporary
-server shares the command's process group: Ctrl-C killed it at once, and the flow then retried
-the dead server instead of ending. On Linux the kernel also stops the server when the command
-dies (SIGKILL, OOM). Its database is the one in ``PREFECT_HOME``, kept between commands.
+uses that one; so it does, without the variable, when a ``prefect server`` of the same
+``PREFECT_HOME`` runs on this machine where ``prefect server start`` puts it
+(:func:`running_server_url`). Otherwise it starts a temporary API server of its own
+(:class:`ApiServer`): the server Prefect itself would start, run in the same mode (its private
+``PREFECT__SERVER_*`` variables, UI off), but in a session of its own, so that Ctrl-C reaches
+only the command, which then records the interruption through the server before stopping it.
+Prefect's own temporary server shares the command's process group: Ctrl-C killed it at once,
+and the flow then retried the dead server instead of ending. On Linux the kernel also stops the
+server when the command dies (SIGKILL, OOM). Its database is the one in ``PREFECT_HOME``, kept
+between commands.
 
 Start-up strategy. A command's fixed cost is mostly importing (Prefect, its server, scipy,
 pandas) and the temporary server's start, on a machine whose cores the stages need. So:
@@ -43,6 +46,7 @@ import ctypes
 import functools
 import gc
 import importlib
+import json
 import os
 import signal
 import socket
@@ -159,7 +163,8 @@ class ApiServer:
 
 
 def start_api_server() -> ApiServer | None:
-    """Start a temporary server unless ``PREFECT_API_URL`` names one already (then None)."""
+    """Start a temporary server unless ``PREFECT_API_URL`` names one already, or a ``prefect
+    server`` of this ``PREFECT_HOME`` runs on this machine (then None, and it is used)."""
     if os.environ.get("PREFECT_API_URL"):
         return None
     if "prefect.settings" in sys.modules:  # already configured in this process (tests, notebooks)
@@ -167,7 +172,37 @@ def start_api_server() -> ApiServer | None:
 
         if PREFECT_API_URL.value():
             return None
+    elif (url := running_server_url()) is not None:
+        os.environ["PREFECT_API_URL"] = url  # read when Prefect is imported, here and in workers
+        return None
     return ApiServer()
+
+
+def running_server_url() -> str | None:
+    """The API of a ``prefect server`` running where ``prefect server start`` puts it
+    (``PREFECT_SERVER_API_HOST``/``_PORT``, by default 127.0.0.1:4200) whose home is this
+    command's ``PREFECT_HOME``, else None.
+
+    The home must match: a server of another project (another database) on the default port
+    must not receive this command's runs. Asking costs a millisecond when nothing listens.
+    """
+    host = os.environ.get("PREFECT_SERVER_API_HOST") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):  # listening everywhere: reachable on loopback
+        host = "127.0.0.1"
+    url = f"http://{host}:{os.environ.get('PREFECT_SERVER_API_PORT') or '4200'}/api"
+    try:
+        with urllib.request.urlopen(f"{url}/admin/settings", timeout=2) as response:
+            home = json.load(response).get("home")
+    except (OSError, ValueError, AttributeError):  # nothing there, or not a Prefect server
+        return None
+    mine = os.environ.get("PREFECT_HOME") or "~/.prefect"
+    if not isinstance(home, str) or not _same_folder(home, mine):
+        return None
+    return url
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
 
 
 def start_api_server_during(check: Callable[[], T]) -> tuple[ApiServer | None, T]:

@@ -169,11 +169,16 @@ def start_run_record(
     A run that is killed leaves this entry (status still ``running``: the record says what was
     being done and since when); an interrupted or failed one updates it. ``settings`` (runner,
     n_workers, batch_size, retries, reader_options) go to run.yaml as given; inside a Prefect
-    flow run its id is added as ``flow_run_id``, the link to the run's logs and task runs.
+    flow run its id is added as ``flow_run_id``, the link to the run's logs and task runs, and
+    ``prefect_api``, the API that holds them (a command's temporary server is gone afterwards,
+    but its database in ``PREFECT_HOME`` keeps them).
     """
+    from prefect.settings import PREFECT_API_URL
+
     settings = dict(settings or {})
     if flow_run.id is not None:  # None outside a flow run (a script calling this directly)
         settings["flow_run_id"] = flow_run.id
+        settings["prefect_api"] = PREFECT_API_URL.value()
     record = RunRecord(
         started=iso_time(started),
         parameters={**plan.describe(), "stages": stages},
