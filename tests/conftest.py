@@ -33,6 +33,15 @@ def nd2_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def formats_dir() -> Path:
+    """shared/data/formats: real files of other formats (CZI, LIF, ...), read in place."""
+    formats = SHARED / "data" / "formats"
+    if not formats.is_dir():
+        pytest.fail(f"shared format test data not found at {formats}; set PYAMA_SHARED")
+    return formats
+
+
+@pytest.fixture(scope="session")
 def prefect_api():
     """A real, temporary Prefect API for the session (about 9 s to start, so not autouse:
     library tests do not pay it). It sets PREFECT_API_URL, so process workers share it."""

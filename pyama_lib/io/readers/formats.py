@@ -55,8 +55,14 @@ def reader_for(path: Path) -> type[Acquisition]:
         return OmeTiffAcquisition
     if not path.exists():
         raise AcquisitionNotFoundError(path, "no such file or folder; check the path")
+    # Imports no bioio: a missing formats extra is reported when the file is opened.
+    from pyama_lib.io.readers.bioio_files import BIOIO_SUFFIXES, BioioAcquisition
+
+    if name.endswith(BIOIO_SUFFIXES):
+        return BioioAcquisition
     raise UnsupportedFormatError(
         path,
         f"unknown file type {path.suffix or '(no extension)'!r}; PyAMA Flow reads Nikon .nd2, "
-        "OME-TIFF and TIFF stacks (.tif/.tiff), and folders of TIFF images",
+        "OME-TIFF and TIFF stacks (.tif/.tiff), folders of TIFF images, and with the formats "
+        "extra Zeiss .czi, Leica .lif and DeltaVision .dv/.r3d",
     )
