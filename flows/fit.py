@@ -40,7 +40,9 @@ from pyama_lib.io.fit_results import (
     is_expression_feature,
     write_fit_results,
 )
+from pyama_lib.io.results_yaml import load_results, results_file_path
 from pyama_lib.io.traces import BASE_COLUMNS
+from pyama_lib.pipeline.phase_only import check_has_traces
 from pyama_lib.pipeline.pool import stage_pool, unguarded_main_call
 from pyama_lib.processing.features import list_features
 from tasks.analysis import fit_chunk_task
@@ -192,8 +194,10 @@ def choose_fit_csvs(path: str | Path, feature: str | None = None) -> tuple[list[
     ------
     ResultsFileError
         Nothing to fit: no such path, no analysis CSV, none of ``feature``, none of an
-        intensity (naming the features there are).
+        intensity (naming the features there are), a processing output without fluorescence.
     """
+    if results_file_path(path).is_file():  # a processing output folder, or its results file
+        check_has_traces(load_results(path), path, "fit")
     found = find_analysis_csvs(path)
     if Path(path).is_file() and feature is None:
         return found, []

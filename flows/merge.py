@@ -21,6 +21,7 @@ from pyama_lib.analysis.merge import MergeResult
 from pyama_lib.analysis.merge_inputs import DEFAULT_FEATURES, available_fovs
 from pyama_lib.io.results_yaml import load_results, results_file_path
 from pyama_lib.io.samples import Sample, load_samples
+from pyama_lib.pipeline.phase_only import check_has_traces
 from pyama_lib.pipeline.run_record import load_run_yaml
 from tasks.analysis import merge_task
 
@@ -83,6 +84,7 @@ def merge_samples_flow(
     """
     logger = get_run_logger()
     started = time.time()
+    check_has_traces(load_results(results), results, "merge")
     samples = load_samples(samples_yaml) if samples_yaml else default_samples(results)
     out = Path(output_dir) if output_dir else results_folder(results) / MERGED_DIR
     merged: MergeResult = merge_task(

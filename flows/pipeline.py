@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture
 from pydantic import Field
 
 from flows.fit import FitSummary, check_fit_options, fit_traces_flow
@@ -23,7 +24,7 @@ from flows.process import Channel, Preset, Runner, Stage, process_acquisition_fl
 from flows.support.artifacts import artifact_key, figures_markdown, named_after
 from flows.support.reporting import ProcessSummary
 from pyama_lib.analysis.merge_inputs import DEFAULT_FEATURES
-from pyama_lib.core.selection import DEFAULT_FL, Channels
+from pyama_lib.core.selection import Channels
 from pyama_lib.io.fit_results import csv_feature
 from pyama_lib.io.samples import load_samples
 from pyama_lib.pipeline.plan import plan_jobs
@@ -34,6 +35,8 @@ from tasks.analysis import segmentation_png_task
 FIT_FEATURE = "intensity_total"
 #: Local-background intensities, best first: a run that extracts one is fitted on it.
 LOCAL_FEATURES = ("intensity_local_trimmed", "intensity_local")
+#: What the pipeline says of a run without a fluorescence channel after processing it.
+NO_ANALYSIS = "no fluorescence channel: no traces, so no merge and no fit"
 
 
 @dataclass
@@ -41,16 +44,19 @@ class PipelineSummary:
     """What ``pyama_pipeline`` returns: the three parts' summaries and the QC pictures."""
 
     process: ProcessSummary
-    merge: MergeSummary
-    fit: FitSummary
+    merge: MergeSummary | None  # None: no fluorescence channel, nothing to merge or fit
+    fit: FitSummary | None
     segmentation_figures: list[str] = field(default_factory=list)
 
     @property
     def figures(self) -> list[str]:
-        fits = [f for fitted in self.fit.files for f in fitted.figures]
-        return [*self.segmentation_figures, *self.merge.figures, *fits]
+        fits = [f for fitted in self.fit.files for f in fitted.figures] if self.fit else []
+        merged = self.merge.figures if self.merge else []
+        return [*self.segmentation_figures, *merged, *fits]
 
     def __str__(self) -> str:
+        if self.merge is None or self.fit is None:
+            return f"{self.process}\n\n{NO_ANALYSIS}"
         return "\n\n".join([str(self.process), str(self.merge), str(self.fit)])
 
 
@@ -105,12 +111,17 @@ def pyama_pipeline_flow(
     plan = plan_jobs(
         input_path,
         output_dir,
-        Channels(pc=pc, fl=tuple(fl if fl is not None else DEFAULT_FL)),
+        Channels(pc=pc, fl=tuple(fl or ())),
         fovs=[f.fov for f in processed.fovs],
         params=params,
         reader_options=reader_options,
+        default_fl=fl is None,
     )
     pictures = [segmentation_png_task.submit(job) for job in plan.jobs]
+    if not plan.channels.fl:  # phase contrast only: segmentation and tracks are the results
+        get_run_logger().info("%s: %s", processed.base_name, NO_ANALYSIS)
+        figures = _segmentation_figures(processed.base_name, pictures)
+        return PipelineSummary(processed, None, None, figures)
     # A run that extracts the local-background intensity (--preset accurate) is fitted on it;
     # PyAMA's intensity_total is merged beside it.
     extracted = plan.params.extraction.features
@@ -129,10 +140,16 @@ def pyama_pipeline_flow(
         n_workers=n_workers,
         thorough=fit_thorough,
     )
+    figures = _segmentation_figures(processed.base_name, pictures)
+    return PipelineSummary(processed, merged, fitted, figures)
+
+
+def _segmentation_figures(base_name: str, pictures: list[PrefectFuture]) -> list[str]:
+    """The segmentation pictures once drawn, shown in the Prefect UI."""
     figures = [p for p in (f.result() for f in pictures) if p is not None]
     create_markdown_artifact(
-        key=artifact_key(processed.base_name, "segmentation-figures"),
-        description=f"Segmentation and track ids per FOV of {processed.base_name}",
-        markdown=figures_markdown(f"Segmentation of {processed.base_name}", [("FOVs", figures)]),
+        key=artifact_key(base_name, "segmentation-figures"),
+        description=f"Segmentation and track ids per FOV of {base_name}",
+        markdown=figures_markdown(f"Segmentation of {base_name}", [("FOVs", figures)]),
     )
-    return PipelineSummary(processed, merged, fitted, figures)
+    return figures

@@ -43,7 +43,7 @@ from flows.support.reporting import (
 )
 from flows.support.runners import RUNNERS, make_task_runner, stage_workers
 from pyama_lib.core.errors import ParamsError
-from pyama_lib.core.selection import DEFAULT_FL, STAGES, Channels, check_counts, select_stages
+from pyama_lib.core.selection import STAGES, Channels, check_counts, select_stages
 from pyama_lib.io.lock import OutputLock
 from pyama_lib.pipeline.plan import FovJob, plan_jobs
 from pyama_lib.pipeline.pool import prestart, stop_workers_on_interrupt, unguarded_main_call
@@ -164,10 +164,13 @@ def process_acquisition_flow(
     """Process an ND2 or OME-TIFF acquisition into per-cell traces.
 
     Parameters keep PyAMA's names: ``pc`` phase-contrast channel, ``fl`` fluorescence channels
-    (default ``[1]``), the inclusive FOV range ``fov_start..fov_end`` (-1 = all) or ``fovs``
-    ("0-5, 7" or a list), ``batch_size`` FOVs in flight at once (bounds scratch disk and memory),
-    ``n_workers`` parallel workers. ``params`` holds the per-stage parameters
-    (:class:`~pyama_lib.pipeline.processing_params.ProcessingParams`, the same as a dict
+    (default ``[1]``; none for a one-channel acquisition; ``[]`` processes the phase contrast
+    alone: segmentation, tracking and the tracks tables, no background correction and no
+    traces, as PyAMA without fluorescence), the inclusive FOV range ``fov_start..fov_end``
+    (-1 = all) or ``fovs`` ("0-5, 7" or a list), ``batch_size`` FOVs in flight at once
+    (bounds scratch disk and memory), ``n_workers`` parallel workers. ``params`` holds the
+    per-stage parameters (:class:`~pyama_lib.pipeline.processing_params.ProcessingParams`,
+    the same as a dict
     ``{"segmentation": {...}, "background": {...}, "tracking": {...}, "extraction": {...}}``,
     or a preset's name: ``"accurate"``);
     ``stages`` runs a subset (e.g. ``["extract"]`` on an existing output); ``retries`` overrides
@@ -182,7 +185,7 @@ def process_acquisition_flow(
         prestart()  # a no-op if process_acquisition() already started it
     check_counts(batch_size=batch_size, n_workers=n_workers, retries=retries)
     stages = select_stages(stages)
-    channels = Channels(pc=pc, fl=tuple(fl if fl is not None else DEFAULT_FL))
+    channels = Channels(pc=pc, fl=tuple(fl or ()))
     # Validation first: nothing is written before the input, channels, FOVs, parameters and
     # the output folder check out.
     plan = plan_jobs(
@@ -194,9 +197,12 @@ def process_acquisition_flow(
         fovs=fovs,
         params=params,
         reader_options=reader_options,
+        default_fl=fl is None,
     )
     for warning in plan.warnings:
         logger.warning(warning)
+    for note in plan.notes:
+        logger.info("%s: %s", plan.base_name, note)
     task_runner = make_task_runner(runner, n_workers, dask_address)
     logger.info(
         "%s: %d FOV(s) x %d stage(s) on %s runner (%d workers, batch %d) -> %s",

@@ -54,8 +54,10 @@ def run_merge(args: argparse.Namespace) -> int:
     from pyama_lib.analysis.merge_inputs import available_fovs
     from pyama_lib.io.results_yaml import load_results
     from pyama_lib.io.samples import check_fovs, load_samples
+    from pyama_lib.pipeline.phase_only import check_has_traces
 
     results = load_results(args.results)  # a missing or corrupt file: exit 2, before Prefect
+    check_has_traces(results, args.results, "merge")  # phase contrast only: exit 2 too
     if args.samples is not None:
         check_fovs(load_samples(args.samples), available_fovs(results), str(args.samples))
     features = [f.strip() for f in args.features.split(",") if f.strip()]

@@ -15,7 +15,7 @@ import yaml
 
 from flows.support.runners import RUNNERS
 from pyama_lib.core.errors import ParamsError
-from pyama_lib.core.selection import DEFAULT_FL, STAGES, Channels, check_counts, select_stages
+from pyama_lib.core.selection import STAGES, Channels, check_counts, select_stages
 from pyama_lib.pipeline.presets import PRESETS
 
 
@@ -24,7 +24,11 @@ def add_processing_arguments(p: argparse.ArgumentParser) -> None:
     ``pyama serve`` starts (:func:`processing_options` reads them)."""
     p.add_argument("--pc", type=int, default=0, help="phase-contrast channel (default 0)")
     p.add_argument(
-        "--fl", type=int, action="append", help="fluorescence channel; repeat for more (default 1)"
+        "--fl",
+        type=fl_channel,
+        action="append",
+        help="fluorescence channel; repeat for more (default 1; none for a one-channel "
+        "acquisition); 'none': phase contrast only (segmentation and tracks, no traces)",
     )
     p.add_argument("--workers", type=int, default=2, help="parallel workers (default 2)")
     p.add_argument("--batch-size", type=int, default=2, help="FOVs in flight at once (default 2)")
@@ -48,7 +52,7 @@ def processing_options(args: argparse.Namespace) -> dict[str, Any]:
     )
     return {
         "pc": args.pc,
-        "fl": args.fl or list(DEFAULT_FL),
+        "fl": parse_fl(args.fl),
         "batch_size": args.batch_size,
         "n_workers": args.workers,
         "runner": args.runner,
@@ -58,6 +62,38 @@ def processing_options(args: argparse.Namespace) -> dict[str, Any]:
             )
         ),
     }
+
+
+def fl_channel(text: str) -> int | None:
+    """One ``--fl`` value: a channel number, or None for ``none`` (no fluorescence)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is no channel: give a channel number, or none for phase contrast only"
+        ) from None
+
+
+def parse_fl(values: list[int | None] | None) -> list[int] | None:
+    """The ``--fl`` values as the flows' ``fl``: None when not given (the acquisition's
+    default: channel 1, none when it has a single channel), [] for ``--fl none``.
+
+    Examples
+    --------
+    >>> parse_fl(None), parse_fl([None]), parse_fl([1, 2])
+    (None, [], [1, 2])
+    """
+    if values is None:
+        return None
+    channels = [c for c in values if c is not None]
+    if channels and len(channels) < len(values):
+        raise ParamsError(
+            f"--fl none and --fl {', '.join(map(str, channels))} contradict: give channels, "
+            "or none for phase contrast only"
+        )
+    return channels
 
 
 def add_process_arguments(p: argparse.ArgumentParser) -> None:
@@ -137,12 +173,13 @@ def process_options(args: argparse.Namespace) -> dict[str, Any]:
     plan_jobs(
         args.input,
         args.output,
-        Channels(pc=options["pc"], fl=tuple(options["fl"])),
+        Channels(pc=options["pc"], fl=tuple(options["fl"] or ())),
         fov_start=args.fov_start,
         fov_end=args.fov_end,
         fovs=args.fovs,
         params=options["params"],
         reader_options=options["reader_options"],
+        default_fl=options["fl"] is None,
     )
     return options
 

@@ -181,6 +181,7 @@ def register_view(sub: Subparsers) -> None:
 
 def _run_view(args: argparse.Namespace) -> int:
     from pyama_lib.core.errors import ParamsError, ResultsFileError
+    from pyama_lib.pipeline.phase_only import NO_TRACES_TO_CURATE, is_phase_only_output
     from pyama_lib.view.curation_state import load_curation
     from pyama_lib.view.layers import fov_layers, show
 
@@ -191,7 +192,8 @@ def _run_view(args: argparse.Namespace) -> int:
             curation = load_curation(args.output, args.fov)
         except (ParamsError, ResultsFileError) as exc:
             # the images are worth showing without the traces (e.g. before extraction)
-            print(f"pyama view: warning: no curation panel: {exc}", file=sys.stderr)
+            why = NO_TRACES_TO_CURATE if is_phase_only_output(args.output) else exc
+            print(f"pyama view: warning: no curation panel: {why}", file=sys.stderr)
         for warning in curation.warnings if curation else []:
             print(f"pyama view: warning: {warning}", file=sys.stderr)
     shot = show(view, screenshot=args.screenshot, frame=args.frame, curation=curation)

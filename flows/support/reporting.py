@@ -51,6 +51,7 @@ class ProcessSummary:
     parquet_dir: str
     run_yaml: str
     wall_seconds: float
+    notes: list[str] = field(default_factory=list)  # e.g. that the run measured nothing
 
     def _with(self, status: str) -> list[int]:
         return [f.fov for f in self.fovs if f.status == status]
@@ -83,7 +84,8 @@ class ProcessSummary:
         )
 
     def table(self) -> list[dict[str, Any]]:
-        """One row per FOV and fluorescence channel: status, cells, trace rows."""
+        """One row per FOV and fluorescence channel: status, cells, trace rows (of a run
+        without fluorescence: of the phase-contrast channel's tracks table)."""
         rows = []
         for f in self.fovs:
             for ch in sorted(f.cells) or [None]:
@@ -110,6 +112,7 @@ class ProcessSummary:
             f"{len(self.fovs_done)} done, {len(self.fovs_skipped)} skipped, "
             f"{len(self.fovs_failed)} failed in {self.wall_seconds:.1f} s"
         )
+        lines += self.notes
         return "\n".join(lines)
 
 
@@ -262,11 +265,14 @@ def write_run_outputs(
         parquet_dir=str(out / PARQUET_DIR),
         run_yaml="",
         wall_seconds=wall,
+        notes=list(plan.notes),
     )
     outcome: dict[str, Any] = {"table": summary.table(), "wall_seconds": round(wall, 3)}
     sources = {f.fov: f.sources for f in fovs if f.sources}
     if sources:  # which array each channel's traces measured: corrected, or raw (fallback)
         outcome["fl_sources"] = sources
+    if plan.notes:
+        outcome["notes"] = list(plan.notes)
     if summary.fovs_failed:  # the record says why, not only that, a FOV failed
         outcome["errors"] = summary.errors
     record.finish(status="failed" if summary.fovs_failed else "completed", summary=outcome)

@@ -18,13 +18,27 @@ STAGES = ("copy", "segment", "correct", "track", "extract")
 DEFAULT_FL: tuple[int, ...] = (1,)
 
 
+def default_fl_for(n_channels: int) -> tuple[int, ...]:
+    """The fluorescence channels processed when none are given, for an acquisition of
+    ``n_channels`` channels: PyAMA's :data:`DEFAULT_FL`, or none when the acquisition has a
+    single channel (a phase-contrast-only recording, that channel being the phase contrast).
+
+    Examples
+    --------
+    >>> default_fl_for(2), default_fl_for(1)
+    ((1,), ())
+    """
+    return () if n_channels == 1 else DEFAULT_FL
+
+
 @dataclass(frozen=True)
 class Channels:
     """Which channels of the acquisition to process, with PyAMA's names.
 
     ``pc`` is the phase-contrast channel (segmented), ``fl`` the fluorescence channels
-    (background-corrected and measured). ``pc`` is None only where a results file written by
-    another tool names none.
+    (background-corrected and measured). ``fl`` empty is a phase-contrast-only run: cells are
+    segmented and tracked, nothing is measured. ``pc`` is None only where a results file
+    written by another tool names none.
     """
 
     pc: int | None = 0

@@ -19,12 +19,13 @@ from pyama_lib.core.errors import (
     ResultsFileError,
     RunRecordError,
 )
-from pyama_lib.core.selection import Channels, select_fovs
+from pyama_lib.core.selection import Channels, default_fl_for, select_fovs
 from pyama_lib.io import open_acquisition
 from pyama_lib.io.identity import identity_key, input_identity
 from pyama_lib.io.readers.acquisition import Acquisition, acquisition_base_name
 from pyama_lib.io.results_yaml import load_results, results_file_path, union_channels
 from pyama_lib.io.store import FovStore, stored_base_names
+from pyama_lib.pipeline.phase_only import phase_only_notes
 from pyama_lib.pipeline.processing_params import ProcessingParams, parse_params
 from pyama_lib.pipeline.run_record import load_run_yaml
 
@@ -67,6 +68,7 @@ class Plan:
     reader_options: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     n_fovs: int = 0  # the acquisition's, whatever the selection
+    notes: list[str] = field(default_factory=list)  # for the run's log and summary
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -87,8 +89,14 @@ def plan_jobs(
     fovs: str | Sequence[int] | None = None,
     params: ProcessingParams | Mapping[str, Any] | None = None,
     reader_options: Mapping[str, Any] | None = None,
+    *,
+    default_fl: bool = False,
 ) -> Plan:
     """Validate the input, channels, FOV selection, parameters and output folder.
+
+    ``default_fl``: no fluorescence channel was chosen, so ``channels.fl`` is replaced by the
+    acquisition's default (:func:`~pyama_lib.core.selection.default_fl_for`: PyAMA's channel
+    1, none when the acquisition has a single channel).
 
     Writes nothing. Raises a :class:`~pyama_lib.core.errors.PyamaError` naming the problem: bad
     parameters, an unreadable input, channels or FOVs outside it, a corrupt
@@ -100,8 +108,12 @@ def plan_jobs(
     # Absolute from here on: every path the run records (processing_results.yaml, run.yaml)
     # must name the files wherever the reader's working folder is.
     output_dir = Path(output_dir).absolute()
-    check_results_file(output_dir, channels)
+    if not default_fl:  # before opening the input: a wrong folder is the quicker answer
+        check_results_file(output_dir, channels)
     with open_acquisition(input_path, **reader_options) as acq:
+        if default_fl:
+            channels = Channels(pc=channels.pc, fl=default_fl_for(acq.n_channels))
+            check_results_file(output_dir, channels)
         for c in channels.all:
             acq.check_channel(c)
         acq.check_files()
@@ -139,6 +151,7 @@ def plan_jobs(
             reader_options,
             _time_warnings(acq, jobs[0].times_min),
             acq.n_fovs,
+            phase_only_notes(acq.n_channels, channels, default_fl),
         )
 
 

@@ -40,6 +40,7 @@ from pyama_lib.io.traces import (
     write_traces_partition,
 )
 from pyama_lib.io.tracks import tracks_csv_path, write_tracks
+from pyama_lib.pipeline.phase_only import cell_geometry
 from pyama_lib.pipeline.plan import FovJob, Plan
 from pyama_lib.pipeline.processing_params import ProcessingParams
 from pyama_lib.processing.background import BackgroundParams, correct_frame
@@ -214,7 +215,35 @@ def _track(job: FovJob, store: FovStore, result: StageResult, p: ProcessingParam
     result.written.append(name)
 
 
+def _extract_tracks_only(
+    job: FovJob, store: FovStore, result: StageResult, p: ProcessingParams
+) -> None:
+    """Without a fluorescence channel: the phase-contrast channel's Tracks table, no traces."""
+    c = job.channels.pc
+    labels_name = array_name("seg_labeled", c)
+    key = f"tracks_ch_{c}"
+    tracks = tracks_csv_path(job.output_dir, job.base_name, job.fov, c)
+    marker = _marker(store, job.input_key, p.extraction.as_dict(), [labels_name])
+    if store.is_output_complete(key, marker) and all(
+        f.is_file() for f in (tracks, tracks.with_suffix(".parquet"))
+    ):
+        result.skipped.append(key)
+        done = store.output_marker(key)
+        cells, rows = done["cells"], done["rows"]
+    else:
+        df = cell_geometry(store.frames(labels_name), job.times_min, job.fov, p.extraction)
+        store.unmark_output(key)
+        write_tracks(df, tracks)
+        cells, rows = int(df["cell"].nunique()), len(df)
+        store.mark_output(key, marker, cells=cells, rows=rows)
+        result.written.append(key)
+    result.info = {"cells": {c: cells}, "rows": {c: rows}}
+
+
 def _extract(job: FovJob, store: FovStore, result: StageResult, p: ProcessingParams) -> None:
+    if not job.channels.fl:
+        _extract_tracks_only(job, store, result, p)
+        return
     labels_name = array_name("seg_labeled", job.channels.pc)
     params = p.extraction
     times = np.asarray(job.times_min)
