@@ -246,6 +246,6 @@ def test_pyama_info_prints_a_czi(formats_dir: Path, capsys: pytest.CaptureFixtur
     """Real CZI through the CLI: the reader, channels, times and the Z planes not read."""
     assert cli_main(["info", str(formats_dir / CD)]) == 0
     out = capsys.readouterr().out
-    assert "format:   BioioAcquisition" in out
+    assert "format:   Zeiss CZI (through bioio) (BioioAcquisition)" in out
     assert "channels: 2 (0=LED555, 1=LED470)" in out and "shape:    170 x 240" in out
     assert "reader:   bioio with bioio-czi" in out and "z:        5 planes" in out

@@ -19,7 +19,8 @@ from pyama_lib.core.errors import (
     UnsupportedFormatError,
 )
 from pyama_lib.io import open_acquisition
-from pyama_lib.io.readers.ome_tiff import OmeTiffAcquisition, write_ome_tiff
+from pyama_lib.io.readers.ome_tiff import OmeTiffAcquisition
+from pyama_lib.io.readers.ome_tiff_writer import write_ome_tiff
 
 NAMES = ["Phase", "GFP", "mCherry", "Cy5"]
 

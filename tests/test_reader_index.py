@@ -24,7 +24,7 @@ from pyama_lib.core.errors import InboxPathError
 from pyama_lib.io import open_acquisition
 from pyama_lib.io.readers import index_cache
 from pyama_lib.io.readers.index_cache import CACHE_SIZE, clear_index_cache
-from pyama_lib.io.readers.ome_tiff import write_ome_tiff
+from pyama_lib.io.readers.ome_tiff_writer import write_ome_tiff
 
 
 @pytest.fixture(autouse=True)

@@ -241,7 +241,7 @@ def test_a_folder_identity_changes_with_any_image(tmp_path: Path) -> None:
 def test_pyama_info_says_how_the_names_were_read(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["info", str(ECOLI), "--interval", "3"]) == 0
     out = capsys.readouterr().out
-    assert "format:   TiffSequenceAcquisition" in out
+    assert "format:   TIFF sequence (TiffSequenceAcquisition)" in out
     assert "frames:   60" in out and "channels: 2 (0=c1, 1=c2)" in out
     assert "0-177 min, every 3 min" in out
     assert "naming:   NIS-Elements" in out

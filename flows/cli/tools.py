@@ -84,7 +84,7 @@ def _print_acquisition(path: Path, **options: Any) -> None:
     with open_acquisition(path, **options) as acq:
         channels = ", ".join(f"{i}={name}" for i, name in enumerate(acq.channel_names))
         print(f"path:     {acq.path}")
-        print(f"format:   {type(acq).__name__}")
+        print(f"format:   {acq.format_name} ({type(acq).__name__})")
         print(f"fovs:     {acq.n_fovs}")
         print(f"frames:   {acq.n_frames}")
         print(f"channels: {acq.n_channels} ({channels})")

@@ -33,7 +33,7 @@ import pandas as pd
 import zarr
 
 from pyama_lib.core.errors import InputDataError
-from pyama_lib.io.readers.ome_tiff import write_ome_tiff
+from pyama_lib.io.readers.ome_tiff_writer import write_ome_tiff
 from pyama_lib.synthetic.cells import (
     HALO_PX,
     KINETIC_PARAMS,
@@ -214,7 +214,7 @@ def make_synthetic(
     write_labels
         Write the truth label stacks (skip them for large benchmarks to save time).
     compression
-        TIFF compression passed to :func:`~pyama_lib.io.readers.ome_tiff.write_ome_tiff`.
+        TIFF compression passed to :func:`~pyama_lib.io.readers.ome_tiff_writer.write_ome_tiff`.
     hard
         Cells that arrive late, leave, are faint or small (:class:`HardCases`; their truth
         rows exist only for the frames a cell is in, and the cell table marks them). None:

@@ -40,6 +40,7 @@ class Acquisition(ABC):
 
     path: Path
     base_name: str
+    format_name: str = "acquisition"  # what the input is, in words (``pyama info``)
     n_fovs: int
     n_frames: int
     n_channels: int

@@ -36,6 +36,12 @@ _PLUGINS = {
     ".dv": ("bioio_dv", "bioio-dv", False),
     ".r3d": ("bioio_dv", "bioio-dv", False),
 }
+_FORMAT_NAMES = {
+    ".czi": "Zeiss CZI",
+    ".lif": "Leica LIF",
+    ".dv": "DeltaVision",
+    ".r3d": "DeltaVision",
+}
 BIOIO_SUFFIXES = tuple(_PLUGINS)
 """The file extensions :func:`~pyama_lib.io.open_acquisition` hands to bioio."""
 
@@ -94,6 +100,7 @@ class BioioAcquisition(Acquisition):
         )
         self._index = self._lease.value
         self._adopt(self._index)
+        self.format_name = f"{_FORMAT_NAMES[_suffix(self.path)]} (through bioio)"
 
     def _read_frame(self, fov: int, channel: int, t: int) -> np.ndarray:
         if self._lease.released:

@@ -23,7 +23,8 @@ def open_acquisition(path: str | Path, **options: Any) -> Acquisition:
     "measured"`` (ND2: frame index × the time loop's period as PyAMA uses, or each FOV's
     measured per-frame stamps); ``interval_min`` (files without frame times: minutes between
     frames); ``pattern`` (a TIFF sequence's naming, see
-    :mod:`~pyama_lib.io.readers.sequence_names`).
+    :mod:`~pyama_lib.io.readers.sequence_names`); ``axes`` (a TIFF stack whose file names no
+    axes, e.g. ``"TC2"``, see :class:`~pyama_lib.io.readers.ome_tiff.OmeTiffAcquisition`).
     """
     path = Path(path)
     reader = reader_for(path)
@@ -42,6 +43,14 @@ def reader_for(path: Path) -> type[Acquisition]:
     """The reader class for ``path``, chosen without opening it."""
     name = path.name.lower()
     if path.is_dir():
+        # Micro-Manager datasets of multi-image files: NDTiff, or MMStack OME-TIFFs named after
+        # their folder as Micro-Manager writes them. Found by name, not by listing the folder:
+        # a TIFF sequence of 100 000 files is listed once per process, by its own reader.
+        mmstack = (f"{path.name}_MMStack{pos}.ome.tif" for pos in ("", "_Pos0", "_1-Pos_000_000"))
+        if (path / "NDTiff.index").is_file() or any((path / f).is_file() for f in mmstack):
+            from pyama_lib.io.readers.ome_tiff import OmeTiffAcquisition
+
+            return OmeTiffAcquisition
         from pyama_lib.io.readers.tiff_sequence import TiffSequenceAcquisition
 
         return TiffSequenceAcquisition

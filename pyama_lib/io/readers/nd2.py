@@ -59,6 +59,8 @@ class ND2Acquisition(Acquisition):
     with a Z axis, Z index 0 is read. RGB files are refused.
     """
 
+    format_name = "Nikon ND2"
+
     def __init__(
         self,
         path: str | Path,

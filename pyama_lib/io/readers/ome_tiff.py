@@ -1,95 +1,119 @@
-"""OME-TIFF acquisitions: :class:`OmeTiffAcquisition` reads, :func:`write_ome_tiff` writes.
+"""TIFF stacks as acquisitions: :class:`OmeTiffAcquisition`.
 
-One TIFF series per position (FOV), axes TCYX or TCZYX (Z index 0 is read). Frames are read one
-page at a time, never as a whole stack, so a 100 GB file costs one frame of memory. Writing
-streams frames to ``tifffile`` the same way.
+Reads what ``tifffile`` recognises: OME-TIFF (one series per position), ImageJ hyperstacks,
+Micro-Manager MMStack OME-TIFFs (one or many files) and NDTiff datasets (positions ``R`` are
+FOVs), and plain multi-page TIFFs given their axes (:func:`~pyama_lib.io.readers.tiff_layout.
+parse_axes_hint`). Z index 0 is read. Frames are read one page at a time, never as a whole
+stack, so a 100 GB file costs one frame of memory. The layout is in
+:mod:`~pyama_lib.io.readers.tiff_layout`, the metadata in
+:mod:`~pyama_lib.io.readers.tiff_stack_meta`; :func:`~pyama_lib.io.readers.ome_tiff_writer.
+write_ome_tiff` writes OME-TIFFs.
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
-import math
-import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 import tifffile
-from numpy.typing import ArrayLike
 
-from pyama_lib.core.errors import (
-    CorruptFileError,
-    InputDataError,
-    PyamaError,
-    UnsupportedFormatError,
-)
+from pyama_lib.core.errors import CorruptFileError, PyamaError, UnsupportedFormatError
 from pyama_lib.io.readers.acquisition import Acquisition
 from pyama_lib.io.readers.index_cache import lease_index
-from pyama_lib.io.readers.ome_metadata import (
-    ome_channel_names,
-    ome_pixel_size_um,
-    ome_pixels,
-    ome_times_minutes,
+from pyama_lib.io.readers.tiff_layout import (
+    AxesHint,
+    TiffWarnings,
+    check_pages_in_files,
+    parse_axes_hint,
+    stack_layout,
 )
+from pyama_lib.io.readers.tiff_stack_meta import stack_metadata
 
-FovFrames = Iterable[np.ndarray]
-"""One FOV to write: its frames in time order, each a (C, H, W) array."""
-
-_SUPPORTED_AXES = set("TCZYX")
+# What each format's file lacks when it records no frame times, for the times note.
+_NO_TIMES = {
+    "OME-TIFF": "no OME DeltaT or TimeIncrement",
+    "ImageJ hyperstack": "no ImageJ frame interval",
+    "Micro-Manager MMStack": "no ElapsedTime-ms per image, no Interval_ms",
+    "Micro-Manager NDTiff": "no ElapsedTime-ms per image",
+    "TIFF stack": "a plain TIFF stack",
+}
 
 
 class OmeTiffAcquisition(Acquisition):
-    """A multi-position OME-TIFF (or plain/ImageJ TIFF with T/C/Z axes) as an Acquisition.
+    """A TIFF stack (OME-TIFF, ImageJ hyperstack, Micro-Manager MMStack or NDTiff dataset,
+    plain multi-page TIFF) as an Acquisition.
 
-    The file's index (every series' pages, its OME metadata) is built once per process and
-    shared by every open of the same unchanged file (see
-    :mod:`~pyama_lib.io.readers.index_cache`): opening one FOV of a file of a thousand costs
-    what it does in a file of four.
+    The file's index (every series' pages, its metadata) is built once per process and shared
+    by every open of the same unchanged file (see :mod:`~pyama_lib.io.readers.index_cache`):
+    opening one FOV of a file of a thousand costs what it does in a file of four. A dataset of
+    several files (multi-file MMStack, NDTiff) is indexed anew at each open, as the cache sees
+    one file's changes only.
 
     Parameters
     ----------
     path
-        The ``.ome.tif``/``.ome.tiff``/``.tif`` file.
+        The ``.ome.tif``/``.ome.tiff``/``.tif`` file (of a multi-file MMStack or NDTiff
+        dataset: any of them), or a folder holding an NDTiff dataset (``NDTiff.index``) or a
+        Micro-Manager MMStack acquisition (``*_MMStack*.ome.tif``).
     interval_min
         Minutes between frames, used only when the file records no frame times (no OME
-        ``DeltaT`` per plane, no ``TimeIncrement``); without it, PyAMA's 1 min.
+        ``DeltaT`` per plane nor ``TimeIncrement``, no ImageJ ``finterval``, no Micro-Manager
+        ``ElapsedTime-ms`` nor ``Interval_ms``); without it, PyAMA's 1 min.
+    axes
+        The axes of a stack whose file does not say them (``tifffile`` sees an unlabelled
+        ``I``/``Q`` stack), slowest first, each letter once: T (frames), C (channels), Z (only
+        index 0 is read), P (positions, each a FOV), a trailing ``YX`` allowed. Each letter may
+        carry its size; one may go without, its size being what the page count leaves:
+        ``"TC2"`` (frames of 2 channels), ``"C2T"`` (all frames of channel 0, then of 1),
+        ``"T"`` (one channel), ``"P4TC2"``, ``"T60C2YX"``. Refused when the page count does not
+        fit, or when it contradicts the axes of a file that names its own (leave it out then).
     pinned
-        ``(st_dev, st_ino)`` the opened file must have (see :class:`Acquisition`).
+        ``(st_dev, st_ino)`` the opened file (or folder) must have (see :class:`Acquisition`).
     """
+
+    format_name: str = "OME-TIFF"
 
     def __init__(
         self,
         path: str | Path,
         interval_min: float | None = None,
+        axes: str | None = None,
         pinned: Sequence[int] | None = None,
     ) -> None:
-        super().__init__(path, interval_min=interval_min, pinned=pinned)
+        # An unset axes option is no option at all: it does not cross into workers.
+        given = {"axes": axes} if axes is not None else {}
+        super().__init__(path, interval_min=interval_min, pinned=pinned, **given)
 
     def _fileno(self) -> int | None:
-        return None if self._lease.released else self._index.fileno()
+        # A folder's pin is the folder's own identity, which the base class stats.
+        if self._lease.released or self.path.is_dir():
+            return None
+        return self._index.fileno()
 
     # -- Acquisition interface --------------------------------------------------------
     def _open(self) -> None:
-        interval_min = self._options["interval_min"]
+        interval_min, axes = self._options["interval_min"], self._options.get("axes")
+        hint = parse_axes_hint(self.path, axes) if axes else None
+        stack = _stack_file(self.path) if self.path.is_dir() else self.path
         self._lease = lease_index(
-            self.path,
-            (type(self).__name__, interval_min),
-            lambda: _TiffIndex.build(self.path, interval_min),
+            stack,
+            (type(self).__name__, interval_min, axes),
+            lambda: _TiffIndex.build(stack, interval_min, hint),
         )
         self._index = self._lease.value
         self._adopt(self._index)
+        self.format_name = self._index.format_name
 
     def _read_frame(self, fov: int, channel: int, t: int) -> np.ndarray:
         if self._lease.released:
             raise ValueError(f"{self.path}: the acquisition is closed")
         index = self._index
-        page = index.pages[fov][t * index.t_stride + channel * index.c_stride]
+        page = index.layout.page(fov, t, channel)
         try:
-            # One file handle: its seek + read must not interleave across threads, while the
-            # decoding (zlib and the like) may run in parallel outside the lock.
+            # One lock for the dataset's handles: a seek + read must not interleave across
+            # threads, while the decoding (zlib and the like) may run in parallel outside it.
             frame = page.asarray(lock=index.lock)
         except Exception as exc:
             raise CorruptFileError(
@@ -109,54 +133,105 @@ class OmeTiffAcquisition(Acquisition):
             return np.arange(self.n_frames, dtype=np.float64) * self._index.interval_min
         return times.copy()
 
+    def describe(self) -> list[str]:
+        index = self._index
+        lines = [f"read as:  {index.format_name}, axes {index.layout.axes} (Z index 0 is read)"]
+        if index.stack != self.path:
+            lines.append(f"file:     {index.stack.name}")
+        if index.times_source:
+            lines.append(f"times of: {index.times_source}")
+        if index.fov_names:
+            lines.append(f"FOVs:     {', '.join(index.fov_names)}")
+        return lines
+
+
+def _stack_file(folder: Path) -> Path:
+    """The TIFF of a dataset folder that ``tifffile`` opens to find the whole dataset."""
+    if (folder / "NDTiff.index").is_file():
+        files = sorted(folder.glob("*NDTiffStack*.tif")) or sorted(folder.glob("*.tif"))
+        what = "an NDTiff dataset (NDTiff.index) without its *_NDTiffStack.tif"
+    else:
+        files = sorted(folder.glob("*_MMStack*.ome.tif"))
+        prefixes = sorted({f.name.split("_MMStack")[0] for f in files})
+        if len(prefixes) > 1:
+            raise UnsupportedFormatError(
+                folder,
+                f"holds {len(prefixes)} Micro-Manager acquisitions ({', '.join(prefixes)}); "
+                "open one of their *_MMStack*.ome.tif files instead of the folder",
+            )
+        what = "no Micro-Manager *_MMStack*.ome.tif file"
+    if not files:
+        raise UnsupportedFormatError(folder, f"holds {what}; copy the whole dataset folder")
+    return files[0]
+
+
+def _damaged(path: Path, warning: str) -> CorruptFileError:
+    return CorruptFileError(
+        path,
+        f"the TIFF structure is damaged ({warning}); the file is truncated, still being "
+        "written or a file of its dataset is missing; wait for the microscope to finish or "
+        "re-copy the whole dataset",
+    )
+
 
 class _TiffIndex:
-    """An opened, indexed TIFF: what every :class:`OmeTiffAcquisition` of the file shares.
+    """An opened, indexed TIFF dataset: what every :class:`OmeTiffAcquisition` of it shares.
 
-    Holds the ``tifffile.TiffFile`` (all IFDs read), each FOV's pages, the metadata attributes
-    and the lock of the one file handle. Implements
-    :class:`~pyama_lib.io.readers.index_cache.Indexed`.
+    Holds the ``tifffile.TiffFile`` (all IFDs read), the handles of the dataset's other files,
+    the layout of the FOVs' pages, the metadata attributes and the one lock of the handles.
+    Implements :class:`~pyama_lib.io.readers.index_cache.Indexed`.
     """
 
     times_note: str | None = None
 
-    def __init__(self, path: Path, tif: tifffile.TiffFile, interval_min: float | None) -> None:
-        self.path, self.tif = path, tif
+    def __init__(
+        self, path: Path, tif: tifffile.TiffFile, interval_min: float | None, hint: AxesHint | None
+    ) -> None:
+        self.stack, self.tif = path, tif
         self.lock = threading.RLock()
-        self._index_series(interval_min)
-        # Pages of other files (a multi-file OME-TIFF) would make the index depend on files
-        # whose changes the cache does not see.
-        self.cacheable = all(p.parent is tif for fov in self.pages for p in fov)
+        self.layout = stack_layout(path, list(tif.series), hint)
+        # tifffile reads the other files of a dataset and closes them; their pages are read
+        # through handles this index opens and closes with its own.
+        others = {id(p.parent): p.parent for fov in self.layout.pages for p in fov}
+        self.others = [parent for parent in others.values() if parent is not tif]
+        # Other files, or the NDTiff.index beside the file, would make the index depend on
+        # files whose changes the cache does not see.
+        self.cacheable = not self.others and tif.series[0].kind != "ndtiff"
+        try:
+            self.reopen()
+            check_pages_in_files(path, self.layout.pages)
+            self._set_metadata(path, interval_min)
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
-    def build(cls, path: Path, interval_min: float | None) -> _TiffIndex:
+    def build(cls, path: Path, interval_min: float | None, hint: AxesHint | None) -> _TiffIndex:
         """Open and index ``path``; a damaged or unsupported file raises, leaving nothing open."""
         tif: tifffile.TiffFile | None = None
-        warnings = _TiffWarnings()
+        warnings = TiffWarnings()
         try:
             with warnings:
                 tif = tifffile.TiffFile(path)
-                index = cls(path, tif, interval_min)
+                index = cls(path, tif, interval_min, hint)
         except Exception as exc:
-            if tif is not None:
+            if tif is not None:  # the index, where built, closed the dataset's other files
                 tif.close()
-            if isinstance(exc, PyamaError) and not warnings.damage:
+            if warnings.damage:
+                raise _damaged(path, warnings.damage[0]) from exc
+            if isinstance(exc, PyamaError):
                 raise
-            problem = warnings.damage[0] if warnings.damage else f"{type(exc).__name__}: {exc}"
             raise CorruptFileError(
                 path,
-                f"cannot be read as a TIFF file ({problem}); the file is damaged, truncated, "
-                "still being written or not a TIFF; re-copy or re-export it",
+                f"cannot be read as a TIFF file ({type(exc).__name__}: {exc}); the file is "
+                "damaged, truncated, still being written or not a TIFF; re-copy or re-export it",
             ) from exc
         if warnings.damage:
-            # tifffile only logs broken IFD/tag offsets and falls back to what it can read, which
-            # would silently present a truncated file as a shorter or plain one.
-            tif.close()
-            raise CorruptFileError(
-                path,
-                f"the TIFF structure is damaged ({warnings.damage[0]}); the file is truncated "
-                "or still being written; wait for the microscope to finish or re-copy it",
-            )
+            # tifffile only logs broken IFD/tag offsets and missing files of a dataset, and
+            # falls back to what it can read, which would silently present a truncated file
+            # as a shorter or plain one.
+            index.close()
+            raise _damaged(path, warnings.damage[0])
         return index
 
     def fileno(self) -> int | None:
@@ -164,52 +239,31 @@ class _TiffIndex:
         return None if handle.closed else handle.fileno()
 
     def reopen(self) -> None:
-        self.tif.filehandle.open()  # by the path tifffile resolved; the cache checks its identity
+        # By the paths tifffile resolved; the cache checks the main file's identity.
+        for tif in (self.tif, *self.others):
+            tif.filehandle.open()
 
     def close(self) -> None:
-        self.tif.close()
+        for tif in (self.tif, *self.others):
+            tif.close()
 
-    def _index_series(self, interval_min: float | None) -> None:
-        path, tif = self.path, self.tif
-        all_series = list(tif.series)
-        if not all_series:
-            raise CorruptFileError(path, "the TIFF holds no image data")
-        layouts = [_series_layout(path, s, i) for i, s in enumerate(all_series)]
-        first = layouts[0]
-        for i, lay in enumerate(layouts[1:], start=1):
-            if (lay["sizes"], lay["dtype"]) != (first["sizes"], first["dtype"]):
-                raise UnsupportedFormatError(
-                    path,
-                    f"series {i} has sizes {lay['sizes']} and dtype {lay['dtype']} but series 0 "
-                    f"has {first['sizes']} and {first['dtype']}; PyAMA Flow needs every position "
-                    "to share shape and dtype (split the file per position)",
-                )
-        sizes = first["sizes"]
-        self.n_fovs = len(all_series)
-        self.n_frames, self.n_channels = sizes["T"], sizes["C"]
-        self.height, self.width = sizes["Y"], sizes["X"]
-        self.dtype = np.dtype(first["dtype"])
-        self.t_stride, self.c_stride = first["strides"]["T"], first["strides"]["C"]
-        self.pages: list[list[Any]] = [lay["pages"] for lay in layouts]
-        _check_pages_in_file(path, self.pages, os.path.getsize(path))
-
-        images = ome_pixels(tif.ome_metadata) if tif.is_ome else []
-        if tif.is_ome and len(images) != self.n_fovs:
-            images = []  # cannot pair OME Images with series: no names, no DeltaT
-        names = [ome_channel_names(img, self.n_channels) for img in images] or [None]
-        if any(n != names[0] for n in names):
-            raise UnsupportedFormatError(
-                path,
-                f"positions have different channels ({names[0]} vs "
-                f"{next(n for n in names if n != names[0])}); split the file per channel set",
-            )
-        self.channel_names = names[0] or [f"ch{c}" for c in range(self.n_channels)]
-        self.pixel_size_um = ome_pixel_size_um(images[0]) if images else None
-        times = [ome_times_minutes(path, img, self.n_frames) for img in images]
-        self.times: list[np.ndarray | None] = times or [None] * self.n_fovs
+    def _set_metadata(self, path: Path, interval_min: float | None) -> None:
+        layout = self.layout
+        meta = stack_metadata(path, self.tif, layout)
+        if meta.fov_order is not None:
+            layout.pages = [layout.pages[i] for i in meta.fov_order]
+        self.format_name, self.times_source = meta.format_name, meta.times_source
+        self.fov_names = meta.fov_names
+        self.n_fovs = len(layout.pages)
+        self.n_frames, self.n_channels = layout.n_frames, layout.n_channels
+        self.height, self.width = layout.height, layout.width
+        self.dtype = np.dtype(layout.dtype)
+        self.channel_names = meta.channel_names or [f"ch{c}" for c in range(self.n_channels)]
+        self.pixel_size_um = meta.pixel_size_um
+        self.times: list[np.ndarray | None] = meta.times or [None] * self.n_fovs
         self.interval_min = 1.0 if interval_min is None else float(interval_min)
         if any(t is None for t in self.times):
-            note = f"{path}: the file records no frame times (no OME DeltaT or TimeIncrement)"
+            note = f"{path}: the file records no frame times ({_NO_TIMES[self.format_name]})"
             if interval_min is None:
                 note += (
                     "; frame t is taken at t x 1 min (PyAMA's fallback). Give the real interval "
@@ -218,188 +272,3 @@ class _TiffIndex:
             else:
                 note += f"; frame t is taken at t x {self.interval_min:g} min, the interval given"
             self.times_note = note
-
-
-class _TiffWarnings(logging.Handler):
-    """Collects tifffile's log warnings about broken offsets while a file is opened."""
-
-    _DAMAGE = ("invalid", "corrupt", "truncat", "missing", "out of range")
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.damage: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if any(word in message.lower() for word in self._DAMAGE):
-            self.damage.append(message)
-
-    def __enter__(self) -> _TiffWarnings:
-        logger = logging.getLogger("tifffile")
-        self._saved_level = logger.level
-        if not logger.isEnabledFor(logging.WARNING):  # an app silenced it: we still need them
-            logger.setLevel(logging.WARNING)
-        logger.addHandler(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        logger = logging.getLogger("tifffile")
-        logger.removeHandler(self)
-        logger.setLevel(self._saved_level)
-
-
-def _series_layout(path: Path, series: Any, index: int) -> dict[str, Any]:
-    """Sizes per axis, page strides and the page list of one series; rejects other layouts."""
-    axes, shape = series.axes, tuple(series.shape)
-    if not (set(axes) <= _SUPPORTED_AXES and axes.endswith("YX")):
-        raise UnsupportedFormatError(
-            path,
-            f"series {index} has axes {axes!r} (shape {shape}); PyAMA Flow reads one series per "
-            "position with axes TCYX or TCZYX (T, C and Z optional); RGB or unlabelled stacks "
-            "must be re-exported as OME-TIFF",
-        )
-    sizes = dict.fromkeys("TCZ", 1) | dict(zip(axes, shape, strict=True))
-    plane_axes = axes[:-2]
-    # Pages are stored in C order over the non-YX axes: stride of an axis = product of later sizes.
-    strides = {ax: math.prod(shape[i + 1 : len(plane_axes)]) for i, ax in enumerate(plane_axes)}
-    strides = dict.fromkeys("TCZ", 0) | strides
-    pages = list(series.pages)
-    n_planes = math.prod(shape[: len(plane_axes)])
-    if len(pages) != n_planes or any(p is None for p in pages):
-        present = sum(p is not None for p in pages)
-        raise CorruptFileError(
-            path,
-            f"series {index} should hold {n_planes} planes but only {present} can be found; the "
-            "file is truncated or incomplete (still being written?); re-copy it",
-        )
-    return {"sizes": sizes, "dtype": str(series.dtype), "strides": strides, "pages": pages}
-
-
-def _check_pages_in_file(path: Path, pages: list[list[Any]], file_size: int) -> None:
-    """Raise CorruptFileError when any page's pixel data lies beyond the end of the file."""
-    for fov, fov_pages in enumerate(pages):
-        for page in fov_pages:
-            ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)]
-            if max(ends, default=0) > file_size:
-                raise CorruptFileError(
-                    path,
-                    f"the pixel data of FOV {fov} run past the end of the file "
-                    f"({max(ends)} > {file_size} bytes); the file is truncated, re-copy it",
-                )
-
-
-# -- writing ------------------------------------------------------------------------------
-def write_ome_tiff(
-    path: str | Path,
-    fovs: Iterable[FovFrames],
-    channel_names: Sequence[str],
-    times_min: ArrayLike,
-    *,
-    compression: str | None = None,
-    delta_t_unit: Literal["s", "min"] = "s",
-    pixel_size_um: float | None = None,
-) -> Path:
-    """Write an OME-TIFF, one series per FOV (axes TCYX), streaming one frame at a time.
-
-    Parameters
-    ----------
-    path
-        Output file (``.ome.tif``). Written to ``<path>.partial`` and renamed when complete, so
-        a watcher never sees a half-written acquisition.
-    fovs
-        One :data:`FovFrames` per FOV: an iterable (a generator is fine) of ``len(times_min)``
-        arrays of shape (C, H, W); all FOVs share shape and dtype.
-    channel_names
-        C names, stored as OME ``Channel Name``.
-    times_min
-        Frame times in minutes, shape (T,) shared by all FOVs or (n_fovs, T); stored as
-        per-plane OME ``DeltaT``.
-    compression
-        A ``tifffile`` compression (``"zlib"``, ...) or None (fastest, the default).
-    delta_t_unit
-        Unit of the stored ``DeltaT``: seconds (OME's default, what most readers assume) or min.
-    pixel_size_um
-        Stored as OME ``PhysicalSizeX``/``PhysicalSizeY`` (µm) when given.
-
-    Returns
-    -------
-    Path
-        ``path``.
-    """
-    path = Path(path)
-    times = np.asarray(times_min, dtype=np.float64)
-    if times.ndim not in (1, 2):
-        raise InputDataError(f"{path}: times_min must be (T,) or (n_fovs, T), got {times.shape}")
-    n_frames, n_ch = times.shape[-1], len(channel_names)
-    partial = path.with_name(path.name + ".partial")
-    scale = 60.0 if delta_t_unit == "s" else 1.0
-    first_key: tuple[tuple[int, ...], np.dtype] | None = None
-    try:
-        with tifffile.TiffWriter(partial, bigtiff=True, ome=True) as writer:
-            for fov, frames in enumerate(fovs):
-                head, planes = _planes(path, fov, frames, n_frames, n_ch)
-                if first_key is None:
-                    first_key = (head.shape, head.dtype)
-                elif (head.shape, head.dtype) != first_key:
-                    raise InputDataError(
-                        f"{path}: FOV {fov} frames are {head.shape} {head.dtype}, FOV 0's are "
-                        f"{first_key[0]} {first_key[1]}; all FOVs must match"
-                    )
-                fov_times = times if times.ndim == 1 else times[fov]
-                delta_t = np.repeat(fov_times * scale, n_ch).tolist()
-                metadata = {
-                    "axes": "TCYX",
-                    "Name": f"fov_{fov:03d}",
-                    "Channel": {"Name": list(channel_names)},
-                    "Plane": {"DeltaT": delta_t, "DeltaTUnit": [delta_t_unit] * len(delta_t)},
-                }
-                if pixel_size_um is not None:
-                    metadata["PhysicalSizeX"] = metadata["PhysicalSizeY"] = pixel_size_um
-                writer.write(
-                    planes,
-                    shape=(n_frames, n_ch, *head.shape[1:]),
-                    dtype=head.dtype,
-                    photometric="minisblack",
-                    compression=compression,
-                    metadata=metadata,
-                )
-                next(planes, None)  # resumes the generator: raises if the FOV has extra frames
-        if first_key is None:
-            raise InputDataError(f"{path}: no FOVs given; nothing to write")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
-
-
-def _planes(
-    path: Path, fov: int, frames: FovFrames, n_frames: int, n_ch: int
-) -> tuple[np.ndarray, Iterator[np.ndarray]]:
-    """Peek a FOV's first frame (for shape/dtype) and return an iterator over its 2-D planes."""
-    it = iter(frames)
-    head = next(it, None)
-    if head is None:
-        raise InputDataError(f"{path}: FOV {fov} has no frames; expected {n_frames}")
-    head = np.asarray(head)
-    if head.ndim != 3 or head.shape[0] != n_ch:
-        raise InputDataError(
-            f"{path}: FOV {fov} frames must be (C, H, W) with C={n_ch} channels, got {head.shape}"
-        )
-
-    def planes() -> Iterator[np.ndarray]:
-        count = 0
-        for t, frame in enumerate(itertools.chain([head], it)):
-            frame = np.asarray(frame)
-            if frame.shape != head.shape or frame.dtype != head.dtype:
-                raise InputDataError(
-                    f"{path}: FOV {fov} frame {t} is {frame.shape} {frame.dtype}, "
-                    f"frame 0 is {head.shape} {head.dtype}"
-                )
-            count += 1
-            if count > n_frames:
-                raise InputDataError(f"{path}: FOV {fov} has more than {n_frames} frames")
-            yield from frame
-        if count != n_frames:
-            raise InputDataError(f"{path}: FOV {fov} has {count} frames, expected {n_frames}")
-
-    return head, planes()

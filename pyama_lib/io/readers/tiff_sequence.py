@@ -37,6 +37,8 @@ class TiffSequenceAcquisition(Acquisition):
         ``(st_dev, st_ino)`` the folder must have (see :class:`Acquisition`).
     """
 
+    format_name = "TIFF sequence"
+
     def __init__(
         self,
         path: str | Path,
