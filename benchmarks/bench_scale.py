@@ -11,7 +11,8 @@
   (cells − 60) / (wall − fixed) / 2. Beside them, in the same run, ``fit_cells``' own rate on
   one core (best of 2): the ceiling of the command's rate.
 
-The many-FOV processing half of the case is :mod:`bench_scale_fovs`; :func:`run` runs it last.
+The many-FOV processing half of the case is :mod:`bench_scale_fovs`, a TIFF-sequence folder
+of up to 100 000 files :mod:`bench_scale_sequence`; :func:`run` runs them last.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from typing import Any
 
 import bench_scale_fovs
+import bench_scale_sequence
 from common import OUT, REPO, Record, run_in_subprocess
 from scale_inputs import ensure_fit_csv, ensure_traces_folder
 
@@ -167,7 +169,7 @@ def run(quick: bool = False) -> list[Record]:
                 "command_peak_rss_mb": fit["command_peak_rss_mb"],
             }
         )
-    return records + bench_scale_fovs.run(quick=quick)
+    return records + bench_scale_sequence.run(quick=quick) + bench_scale_fovs.run(quick=quick)
 
 
 def _mark(value: float, target: float, higher_is_better: bool, quick: bool) -> str:
@@ -208,4 +210,4 @@ def table_rows(records: list[Record]) -> list[list[Any]]:
                     _mark(r["cells_per_s_core"], TARGET_FIT_PER_CORE, True, r["quick"]),
                 ]
             )
-    return rows + bench_scale_fovs.table_rows(records)
+    return rows + bench_scale_sequence.table_rows(records) + bench_scale_fovs.table_rows(records)
