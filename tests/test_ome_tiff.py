@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import pickle
 from pathlib import Path
@@ -257,3 +258,39 @@ def test_pickle_round_trip_and_spawned_worker(tmp_path: Path) -> None:
         frame = pool.map(_frame_worker, [(acq, 1, 0, 1)])[0]
     np.testing.assert_array_equal(frame, data[1, 1, 0])
     acq.close()
+
+
+def test_a_damaged_file_in_one_thread_leaves_good_files_in_others_alone(tmp_path: Path) -> None:
+    """tifffile's warnings go to one global logger: a thread opening a truncated file must
+    not make another thread's good files look damaged."""
+    import threading
+
+    from pyama_lib.io.readers import index_cache
+
+    full = _write(tmp_path / "full.ome.tif", _data(2, 4, 2), np.arange(4.0))
+    cut = tmp_path / "cut.ome.tif"
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.5)])
+    goods = [tmp_path / f"good{i}.ome.tif" for i in range(4)]
+    for good in goods:
+        good.write_bytes(full.read_bytes())
+    stop, refused = threading.Event(), []
+
+    def open_damaged() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(CorruptFileError):
+                open_acquisition(cut).close()
+
+    opener = threading.Thread(target=open_damaged)
+    opener.start()
+    try:
+        for _ in range(40):
+            for good in goods:
+                index_cache.clear_index_cache()  # every open indexes the file again
+                try:
+                    open_acquisition(good).close()
+                except CorruptFileError as exc:
+                    refused.append(str(exc))
+    finally:
+        stop.set()
+        opener.join()
+    assert refused == []

@@ -271,3 +271,71 @@ def test_the_real_ecoli_folder_is_processed_end_to_end(prefect_api, tmp_path: Pa
     assert record.input["path"] == str(ECOLI.absolute())
     again = process_acquisition(str(ECOLI), str(out), pc=0, fl=[1], runner="thread")
     assert again.fovs_skipped == [0]
+
+
+def test_positions_and_named_channels_keep_the_acquisition_order(tmp_path: Path) -> None:
+    """Made: NIS names with 12 positions (xy10 after xy9), and Micro-Manager 1.4 names whose
+    channels are named: ChNames' order, not the alphabet's."""
+    nis = {f"exp_t1xy{p}c1.tif": ecoli_file(p, 1) for p in range(1, 13)}
+    with open_acquisition(_copies(tmp_path / "nis", nis)) as acq:
+        assert acq.layout.labels["P"] == [str(p) for p in range(1, 13)]
+        np.testing.assert_array_equal(acq.frame(1, 0, 0), tifffile.imread(ecoli_file(2, 1)))
+        np.testing.assert_array_equal(acq.frame(9, 0, 0), tifffile.imread(ecoli_file(10, 1)))
+    folder = tmp_path / "mm14" / "Pos0"
+    names = {f"img_{t:09d}_{ch}_000.tif": ecoli_file(t + 1, c + 1)
+             for t in range(2) for c, ch in enumerate(["Phase", "GFP"])}  # fmt: skip
+    _copies(folder, names)
+    (folder / "metadata.txt").write_text(json.dumps({"Summary": {"ChNames": ["Phase", "GFP"]}}))
+    with open_acquisition(tmp_path / "mm14") as acq:
+        assert acq.channel_names == ["Phase", "GFP"]
+        np.testing.assert_array_equal(acq.frame(0, 0, 1), tifffile.imread(ecoli_file(2, 1)))
+
+
+def test_metadata_rewritten_in_place_is_read_again(tmp_path: Path) -> None:
+    """The folder's own times do not change when metadata.txt is rewritten in place; the
+    frame times must not come from the cached listing then."""
+    names = {f"img_channel000_position000_time{t:09d}_z000.tif": ecoli_file(t + 1, 1)
+             for t in range(3)}  # fmt: skip
+    folder = _copies(tmp_path / "mm", names)
+    meta = folder / "metadata.txt"
+    meta.write_text(json.dumps({"Summary": {"Interval_ms": 60000}}))
+    old = time.time() - 60
+    for path in (meta, folder):
+        os.utime(path, (old, old))
+    with open_acquisition(folder) as acq:
+        np.testing.assert_array_equal(acq.frame_times(0), [0.0, 1.0, 2.0])
+    with meta.open("r+") as fh:  # in place: same inode, the folder untouched
+        fh.write(json.dumps({"Summary": {"Interval_ms": 300000}}))
+    os.utime(meta, (old + 5, old + 5))
+    with open_acquisition(folder) as acq:
+        np.testing.assert_array_equal(acq.frame_times(0), [0.0, 5.0, 10.0])
+
+
+def test_every_header_is_read_once_per_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyama_lib.io.readers import tiff_sequence
+
+    names = {f"exp_t{t}c{c}.tif": ecoli_file(t, c) for t in range(1, 4) for c in (1, 2)}
+    folder = _copies(tmp_path / "exp", names)
+    old = time.time() - 60
+    os.utime(folder, (old, old))
+    reads: list[Path] = []
+    real = tiff_sequence.read_header
+    monkeypatch.setattr(tiff_sequence, "read_header", lambda p, *a: reads.append(p) or real(p, *a))
+    for _ in range(3):  # the command's checks, the flow's plan, a re-run in the process
+        with open_acquisition(folder) as acq:
+            acq.check_files()
+    assert sorted(reads) == sorted(folder.iterdir())
+
+
+def test_a_folder_identity_ignores_what_is_not_the_acquisition(tmp_path: Path) -> None:
+    names = {f"exp_t{t}c1.tif": ecoli_file(t, 1) for t in range(1, 3)}
+    folder = _copies(tmp_path / "exp", names)
+    first = identity_key(input_identity(folder))
+    (folder / "out" / "fov_000").mkdir(parents=True)  # an output folder kept inside the input
+    (folder / "out" / "fov_000" / "traces.csv").write_text("fov,cell\n")
+    (folder / "dangling.tif").symlink_to(tmp_path / "gone.tif")  # a broken link: no crash
+    assert identity_key(input_identity(folder)) != first  # the new link is a new file
+    (folder / "dangling.tif").unlink()
+    assert identity_key(input_identity(folder)) == first

@@ -45,6 +45,7 @@ import atexit
 import ctypes
 import functools
 import gc
+import http.client
 import importlib
 import json
 import os
@@ -193,7 +194,8 @@ def running_server_url() -> str | None:
     try:
         with urllib.request.urlopen(f"{url}/admin/settings", timeout=2) as response:
             home = json.load(response).get("home")
-    except (OSError, ValueError, AttributeError):  # nothing there, or not a Prefect server
+    except (OSError, ValueError, AttributeError, http.client.HTTPException):
+        # nothing there, or not a Prefect server (another service on the port)
         return None
     mine = os.environ.get("PREFECT_HOME") or "~/.prefect"
     if not isinstance(home, str) or not _same_folder(home, mine):

@@ -10,10 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
-from pyama_lib.core.errors import AcquisitionNotFoundError, UnsupportedFormatError
+from pyama_lib.core.errors import (
+    AcquisitionNotFoundError,
+    CorruptFileError,
+    UnsupportedFormatError,
+)
 from pyama_lib.io.plain import iso_time
 
 FINGERPRINT_CHUNK = 1 << 20  # 1 MiB
@@ -84,27 +89,51 @@ def input_identity(path: str | Path) -> dict[str, Any]:
 
 
 def _folder_fingerprint(folder: Path) -> tuple[int, float, str]:
-    """Total size, latest modification time and a fingerprint of a folder's visible files.
+    """Total size, latest modification time and a fingerprint of a folder acquisition's files.
 
     A sequence's images are often the same size (uncompressed frames), so a frame re-exported
     with other pixels keeps every size: the modification times go into the fingerprint too.
     A copy that does not keep times (``cp`` without ``-p``) is therefore a new input and is
     processed again, which costs time but never serves stale results. Reading every file's
     bytes instead would cost one open per image, 100 000 on a share for a large sequence.
+    The files are the folder's own visible ones, and when it has none (a Micro-Manager
+    dataset) those of its visible sub-folders: not deeper, so an output folder kept inside the
+    input does not make every run a new input.
     """
-    found: list[tuple[str, os.stat_result]] = []
-    for folder_name, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            if not name.startswith("."):
-                path = Path(folder_name) / name
-                found.append((path.relative_to(folder).as_posix(), path.stat()))
+    found = _visible_files(folder)
+    if not found:
+        for sub in sorted(p for p in _entries(folder) if p.is_dir()):
+            found += _visible_files(sub)
     digest = hashlib.sha256()
-    for relative, st in sorted(found, key=lambda f: f[0]):
+    for path, st in sorted(found, key=lambda f: f[0]):
+        relative = path.relative_to(folder).as_posix()
         digest.update(f"{relative}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     size = sum(st.st_size for _, st in found)
     mtime = max((st.st_mtime for _, st in found), default=0.0)
     return size, mtime, "sha256:" + digest.hexdigest()
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if not p.name.startswith(".")]
+    except OSError as exc:
+        raise CorruptFileError(folder, f"cannot be listed ({exc.strerror or exc})") from None
+
+
+def _visible_files(folder: Path) -> list[tuple[Path, os.stat_result]]:
+    """The folder's visible files with their status; a file gone meanwhile is left out, a
+    broken symlink counts as itself."""
+    found = []
+    for path in _entries(folder):
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise CorruptFileError(path, f"cannot be read ({exc.strerror or exc})") from None
+        if not stat.S_ISDIR(st.st_mode):
+            found.append((path, st))
+    return found
 
 
 def identity_key(identity: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ one block per image holding its ``ElapsedTime-ms`` and ``FileName`` (1.4: keys
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def read_metadata(folder: Path) -> MicroManagerMetadata | None:
     for key, block in data.items():
         if key == "Summary" or not isinstance(block, dict):
             continue
-        elapsed = _number(block.get("ElapsedTime-ms"))
+        elapsed = number(block.get("ElapsedTime-ms"))
         name = block.get("FileName") or key.split("-", 1)[-1]
         if elapsed is not None and isinstance(name, str):
             meta.elapsed_ms[Path(name.replace("\\", "/")).name] = elapsed
@@ -87,14 +88,22 @@ def _closed(text: str) -> Any:
         return None
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
+    """A metadata value as a finite float, else None (Micro-Manager 1.4 writes some numbers as
+    strings).
+
+    Examples
+    --------
+    >>> number("5000"), number("nan"), number(None), number(float("inf"))
+    (5000.0, None, None, None)
+    """
     try:
-        number = float(value)
+        found = float(value)
     except (TypeError, ValueError):
         return None
-    return number if number == number else None  # NaN is no time
+    return found if math.isfinite(found) else None
 
 
 def _positive(value: Any) -> float | None:
-    number = _number(value)
-    return number if number is not None and number > 0 else None
+    found = number(value)
+    return found if found is not None and found > 0 else None

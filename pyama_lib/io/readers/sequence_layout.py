@@ -9,7 +9,6 @@ no scheme reads them, files of two acquisitions in one folder, the same image tw
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +17,13 @@ import tifffile
 
 from pyama_lib.core.errors import CorruptFileError, UnsupportedFormatError
 from pyama_lib.io.readers.mm_legacy import MicroManagerMetadata, read_metadata
-from pyama_lib.io.readers.sequence_names import AXES, Naming, choose_naming, pattern_naming
+from pyama_lib.io.readers.sequence_names import (
+    AXES,
+    Naming,
+    choose_naming,
+    natural_key,
+    pattern_naming,
+)
 from pyama_lib.io.readers.tiff_images import is_tiff_name, read_header
 
 # A key of one image: the position's folder and its indices as written (strings).
@@ -87,8 +92,14 @@ def list_sequence(folder: Path, pattern: str | None, interval_min: float | None)
             f"holds the images of {len(prefixes)} acquisitions (names start {shown}); put "
             "each in a folder of its own",
         )
+    meta = read_metadata(Path(folders[0]))
     labels = {ax: _ordered(folder, ax, {k[i + 1] for k in keyed}) for i, ax in enumerate(AXES)}
-    positions = sorted({(k[0], k[1]) for k in keyed}, key=lambda p: (folders.index(p[0]), p[1]))
+    if meta and meta.channel_names:  # named channels (1.4) in acquisition order, not A-Z
+        known = {n: i for i, n in enumerate(meta.channel_names)}
+        labels["C"].sort(key=lambda c: known.get(c, len(known)))
+    positions = sorted(
+        {(k[0], k[1]) for k in keyed}, key=lambda p: (folders.index(p[0]), natural_key(p[1]))
+    )
     _check_positions(folder, positions, subfolders)
     z0 = labels["Z"][0]
     files = [
@@ -115,7 +126,6 @@ def list_sequence(folder: Path, pattern: str | None, interval_min: float | None)
         prefix=next(iter(prefixes), ""),
     )
     read_header(files[-1][-1], (height, width), layout.dtype)
-    meta = read_metadata(Path(positions[0][0]))
     layout.channel_names = _channel_names(labels["C"], meta)
     _set_times(layout, [read_metadata(Path(f)) for f, _ in positions], interval_min)
     return layout
@@ -130,7 +140,7 @@ def _image_names(folder: Path) -> tuple[dict[str, list[str]], bool]:
     if own:
         return {str(folder): own}, False
     subs = {}
-    for entry in sorted(entries, key=lambda e: _natural(e.name)):
+    for entry in sorted(entries, key=lambda e: natural_key(e.name)):
         if entry.is_dir() and not entry.name.startswith("."):
             names = sorted(e.name for e in _scandir(Path(entry.path)) if e.is_file())
             if tiffs := [n for n in names if is_tiff_name(n)]:
@@ -191,12 +201,12 @@ def _parse_all(
 
 
 def _ordered(folder: Path, axis: str, values: set[str]) -> list[str]:
-    """The values of one axis in index order: numbers by value, names alphabetically.
-    Frames must be consecutive numbers: a gap is missing frames."""
+    """The values of one axis in index order: numbers by value, names naturally (A2 before
+    A10). Frames must be consecutive numbers: a gap is missing frames."""
     if not all(v.isdigit() for v in values):
         if axis == "T":
             raise UnsupportedFormatError(folder, f"time indices must be numbers, got {values}")
-        return sorted(values)
+        return sorted(values, key=natural_key)
     ordered = sorted(values, key=int)
     if axis == "T":
         numbers = [int(v) for v in ordered]
@@ -290,11 +300,6 @@ def _set_times(
 
 def _canonical(value: str) -> str:
     return str(int(value)) if value.isdigit() else value.lower()
-
-
-def _natural(name: str) -> list[object]:
-    """Sort key: ``Pos2`` before ``Pos10``."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def _scandir(folder: Path) -> list[os.DirEntry[str]]:

@@ -124,6 +124,18 @@ def choose_naming(names: Sequence[str]) -> Naming | None:
     return best
 
 
+def natural_key(name: str) -> list[object]:
+    """Sort key comparing digit runs as numbers: ``Pos2`` before ``Pos10``, ``A2`` before
+    ``A10``.
+
+    Examples
+    --------
+    >>> sorted(["xy10", "xy2", "B1", "A10", "A2"], key=natural_key)
+    ['A2', 'A10', 'B1', 'xy2', 'xy10']
+    """
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
 def _stem(file_name: str) -> str:
     lower = file_name.lower()
     for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,28 +215,45 @@ def check_pages_in_files(path: Path, pages: list[list[Any]]) -> None:
 
 
 class TiffWarnings(logging.Handler):
-    """Collects tifffile's log warnings about broken offsets while a file is opened."""
+    """Collects tifffile's log warnings about broken offsets while a file is opened.
+
+    The logger is global and files are opened from several threads at once: each handler keeps
+    only its own thread's records, and the logger's level is raised (if an application
+    silenced it) while any handler is active and restored after the last one.
+    """
 
     _DAMAGE = ("invalid", "corrupt", "truncat", "missing", "out of range", "not found")
+    _lock = threading.Lock()
+    _active = 0
+    _saved_level = logging.NOTSET
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.damage: list[str] = []
+        self._thread = threading.get_ident()
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self._thread:
+            return  # another thread's file
         message = record.getMessage()
         if any(word in message.lower() for word in self._DAMAGE):
             self.damage.append(message)
 
     def __enter__(self) -> TiffWarnings:
         logger = logging.getLogger("tifffile")
-        self._saved_level = logger.level
-        if not logger.isEnabledFor(logging.WARNING):  # an app silenced it: we still need them
-            logger.setLevel(logging.WARNING)
-        logger.addHandler(self)
+        with TiffWarnings._lock:
+            if TiffWarnings._active == 0:
+                TiffWarnings._saved_level = logger.level
+                if not logger.isEnabledFor(logging.WARNING):  # silenced: we still need them
+                    logger.setLevel(logging.WARNING)
+            TiffWarnings._active += 1
+            logger.addHandler(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         logger = logging.getLogger("tifffile")
-        logger.removeHandler(self)
-        logger.setLevel(self._saved_level)
+        with TiffWarnings._lock:
+            logger.removeHandler(self)
+            TiffWarnings._active -= 1
+            if TiffWarnings._active == 0:
+                logger.setLevel(TiffWarnings._saved_level)

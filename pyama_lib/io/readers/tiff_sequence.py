@@ -8,6 +8,7 @@ not list a folder of 100 000 files again. Each frame is its own file, read when 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from pyama_lib.io.readers.acquisition import Acquisition
 from pyama_lib.io.readers.index_cache import lease_index
+from pyama_lib.io.readers.mm_legacy import METADATA_FILE
 from pyama_lib.io.readers.sequence_layout import SequenceLayout, list_sequence
 from pyama_lib.io.readers.tiff_images import read_header, read_image
 
@@ -50,9 +52,12 @@ class TiffSequenceAcquisition(Acquisition):
 
     def _open(self) -> None:
         pattern, interval_min = self._options["pattern"], self._options["interval_min"]
+        # The folder's own times change when a file is added, removed or renamed, not when one
+        # is rewritten in place: the Micro-Manager metadata (frame times, channel names) is
+        # part of the key itself.
         self._lease = lease_index(
             self.path,
-            (type(self).__name__, pattern, interval_min),
+            (type(self).__name__, pattern, interval_min, _stamp(self.path / METADATA_FILE)),
             lambda: _SequenceIndex(list_sequence(self.path, pattern, interval_min)),
         )
         self.layout: SequenceLayout = self._lease.value.layout
@@ -73,9 +78,14 @@ class TiffSequenceAcquisition(Acquisition):
 
     def check_files(self) -> None:
         """Read every image's header: each must be one 2-D image of the first one's shape
-        and dtype. Costs one header read per file, so a run does it once, while planning."""
+        and dtype. Costs one header read per file, so a run does it once, while planning
+        (and a process once per listing: the command's checks and its flow share it)."""
+        index = self._lease.value
+        if index.checked:
+            return
         for path in self.layout.all_files():
             read_header(path, self.shape, self.dtype)
+        index.checked = True
 
 
 class _SequenceIndex:
@@ -85,6 +95,7 @@ class _SequenceIndex:
         self.layout = layout
         # Sub-folders (one per position) change without the listed folder changing.
         self.cacheable = not layout.subfolders
+        self.checked = False  # check_files passed for this listing
 
     def fileno(self) -> int | None:
         return None
@@ -94,3 +105,12 @@ class _SequenceIndex:
 
     def close(self) -> None:
         """Nothing to close: each frame closes its own file."""
+
+
+def _stamp(path: Path) -> tuple[int, int, int, int] | None:
+    """A file's identity now (inode, size, times), None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

@@ -10,7 +10,6 @@ Z 0 planes: the channels of one frame are taken milliseconds apart.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -19,12 +18,14 @@ import numpy as np
 import tifffile
 
 from pyama_lib.core.errors import UnsupportedFormatError
+from pyama_lib.io.readers.mm_legacy import number
 from pyama_lib.io.readers.ome_metadata import (
     ome_channel_names,
     ome_pixel_size_um,
     ome_pixels,
     ome_times_minutes,
 )
+from pyama_lib.io.readers.sequence_names import natural_key
 from pyama_lib.io.readers.tiff_layout import StackLayout
 
 _FORMAT_NAMES = {"ome": "OME-TIFF", "imagej": "ImageJ hyperstack"}
@@ -123,11 +124,11 @@ def _mmstack(tif: tifffile.TiffFile, layout: StackLayout) -> StackMetadata:
         [_mm_plane(fov[t * layout.n_channels]) for t in range(layout.n_frames)]
         for fov in layout.pages
     ]
-    elapsed = [[_number(p.get("ElapsedTime-ms")) for p in fov] for fov in planes]
+    elapsed = [[number(p.get("ElapsedTime-ms")) for p in fov] for fov in planes]
     if all(ms is not None for fov in elapsed for ms in fov):
         meta.times = [np.asarray(fov, dtype=np.float64) / 60_000 for fov in elapsed]
         meta.times_source = "Micro-Manager ElapsedTime-ms of each FOV's channel 0, Z 0 planes"
-    elif (interval := _number(summary.get("Interval_ms"))) is not None and interval > 0:
+    elif (interval := number(summary.get("Interval_ms"))) is not None and interval > 0:
         times = np.arange(layout.n_frames, dtype=np.float64) * interval / 60_000
         meta.times = [times.copy() for _ in layout.pages]
         meta.times_source = f"Micro-Manager Summary Interval_ms {interval:g} (no per-plane times)"
@@ -166,7 +167,7 @@ def _ndtiff(tif: tifffile.TiffFile, layout: StackLayout) -> StackMetadata:
     if all(isinstance(n, str) for n in positions):
         # Labels are numbered in the order the index first lists them (the stage's path), so
         # FOVs follow the labels' natural order instead: Pos0, Pos1, ..., Pos10.
-        order.sort(key=lambda i: _natural(positions[i]))
+        order.sort(key=lambda i: natural_key(positions[i]))
         meta.fov_order, meta.fov_names = order, [positions[i] for i in order]
     with _MetadataReader(folder) as reader:
         elapsed = [
@@ -204,7 +205,7 @@ class _MetadataReader:
             plane = json.loads(handle.read(size))
         except (ValueError, UnicodeDecodeError):
             return None
-        return _number(plane.get("ElapsedTime-ms")) if isinstance(plane, dict) else None
+        return number(plane.get("ElapsedTime-ms")) if isinstance(plane, dict) else None
 
     def __enter__(self) -> _MetadataReader:
         return self
@@ -212,17 +213,3 @@ class _MetadataReader:
     def __exit__(self, *exc: object) -> None:
         for handle in self.files.values():
             handle.close()
-
-
-def _number(value: Any) -> float | None:
-    """A metadata value as a finite float (Micro-Manager 1.4 writes some as strings)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if np.isfinite(number) else None
-
-
-def _natural(name: str) -> list[Any]:
-    """Sort key comparing digit runs as numbers: Pos2 before Pos10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
