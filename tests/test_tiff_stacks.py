@@ -277,3 +277,30 @@ def test_axes_must_agree_with_the_files_own(tmp_path: Path) -> None:
         assert (acq.n_frames, acq.n_channels) == (3, 2)
     with pytest.raises(UnsupportedFormatError, match="contradicts the file's own axes"):
         open_acquisition(path, axes="C2T")
+
+
+def test_imagej_with_a_single_page_index(tmp_path: Path) -> None:
+    """Made: ImageJ saves hyperstacks over 4 GB with one page index and the planes back to
+    back; the same layout is made here by cutting a small file's page chain after page 0."""
+    data = np.arange(3 * 2 * 16 * 20, dtype=np.uint16).reshape(3, 2, 16, 20)
+    full = tmp_path / "full.tif"
+    tifffile.imwrite(full, data, imagej=True, metadata={"axes": "TCYX", "finterval": 60.0})
+    with tifffile.TiffFile(full) as tif:
+        first = tif.pages.first
+        next_ifd = first.offset + 2 + 12 * len(first.tags)  # classic TIFF: 2 + 12 per tag
+    raw = bytearray(full.read_bytes())
+    raw[next_ifd : next_ifd + 4] = bytes(4)
+    single = tmp_path / "single.tif"
+    single.write_bytes(bytes(raw))
+    with tifffile.TiffFile(single) as tif:
+        assert len(tif.pages) == 1  # what the reader has to cope with
+    with open_acquisition(single) as acq:
+        assert (acq.n_frames, acq.n_channels) == (3, 2)
+        np.testing.assert_array_equal(acq.frame_times(0), [0.0, 1.0, 2.0])
+        for t in range(3):
+            for c in range(2):
+                np.testing.assert_array_equal(acq.frame(0, c, t), data[t, c])
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(bytes(raw[: len(raw) // 2]))  # into the planes
+    with pytest.raises(CorruptFileError, match="cut.tif"):
+        open_acquisition(cut)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pyama_lib.core.errors import CorruptFileError, UnsupportedFormatError
 
 # tifffile's axis letters → ours: R (a position in MMStack/NDTiff) is a FOV, like P in a hint.
@@ -176,6 +178,8 @@ def _fov_pages(
     """Each position's Z-0 pages, frame-major; refuses a series with pages missing."""
     pages = list(series.pages)
     n_planes = math.prod(shape)
+    if len(pages) < n_planes and getattr(series, "dataoffset", None) is not None and pages:
+        pages = ContiguousPlane.series(series, n_planes)
     if len(pages) != n_planes or any(p is None for p in pages):
         present = sum(p is not None for p in pages)
         raise CorruptFileError(
@@ -195,6 +199,35 @@ def _fov_pages(
         ]
         for p in range(sizes["P"])
     ]
+
+
+class ContiguousPlane:
+    """One plane of a series stored back to back behind a single page index, as ImageJ saves
+    hyperstacks over 4 GB: read at its offset (uncompressed by construction). Quacks like the
+    ``tifffile.TiffPage`` the reader asks for (``asarray``, ``parent``, data offsets)."""
+
+    def __init__(self, first: Any, offset: int, shape: tuple[int, ...], dtype: Any) -> None:
+        self.parent = first.parent
+        self.shape, self.dtype = shape, dtype
+        self.nbytes = math.prod(shape) * dtype.itemsize
+        self.dataoffsets, self.databytecounts = (offset,), (self.nbytes,)
+
+    @classmethod
+    def series(cls, series: Any, n_planes: int) -> list[ContiguousPlane]:
+        first = series.pages[0]
+        dtype = np.dtype(series.dtype).newbyteorder(first.parent.byteorder)
+        shape = tuple(series.shape[-2:])
+        step = math.prod(shape) * dtype.itemsize
+        return [cls(first, series.dataoffset + i * step, shape, dtype) for i in range(n_planes)]
+
+    def asarray(self, lock: Any) -> np.ndarray:
+        handle = self.parent.filehandle
+        with lock:
+            handle.seek(self.dataoffsets[0])
+            data = handle.read(self.nbytes)
+        if len(data) != self.nbytes:
+            raise ValueError(f"{len(data)} of {self.nbytes} bytes at {self.dataoffsets[0]}")
+        return np.frombuffer(data, self.dtype).astype(self.dtype.newbyteorder("="))
 
 
 def check_pages_in_files(path: Path, pages: list[list[Any]]) -> None:
