@@ -32,6 +32,18 @@ def nd2_dir() -> Path:
     return ND2_DIR
 
 
+@pytest.fixture
+def fresh_index_cache(monkeypatch: pytest.MonkeyPatch):
+    """An empty per-process index cache of the readers, which also caches files and folders
+    written just now (no settle time)."""
+    from pyama_lib.io.readers import index_cache
+
+    monkeypatch.setattr(index_cache, "SETTLE_SECONDS", 0.0)
+    index_cache.clear_index_cache()
+    yield
+    index_cache.clear_index_cache()
+
+
 @pytest.fixture(scope="session")
 def formats_dir() -> Path:
     """shared/data/formats: real files of other formats (CZI, LIF, ...), read in place."""

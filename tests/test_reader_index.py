@@ -12,7 +12,6 @@ import pickle
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import nd2
@@ -23,17 +22,10 @@ import tifffile
 from pyama_lib.core.errors import InboxPathError
 from pyama_lib.io import open_acquisition
 from pyama_lib.io.readers import index_cache
-from pyama_lib.io.readers.index_cache import CACHE_SIZE, clear_index_cache
+from pyama_lib.io.readers.index_cache import CACHE_SIZE
 from pyama_lib.io.readers.ome_tiff_writer import write_ome_tiff
 
-
-@pytest.fixture(autouse=True)
-def _cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """An empty cache, which caches the files these tests have just written."""
-    monkeypatch.setattr(index_cache, "SETTLE_SECONDS", 0.0)
-    clear_index_cache()
-    yield
-    clear_index_cache()
+pytestmark = pytest.mark.usefixtures("fresh_index_cache")
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import pickle
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,7 @@ from flows.cli.main import main as cli_main
 from pyama_lib.core.errors import CorruptFileError, UnsupportedFormatError
 from pyama_lib.io import open_acquisition
 from pyama_lib.io.identity import identity_key, input_identity
-from pyama_lib.io.readers import index_cache, sequence_layout
-from pyama_lib.io.readers.index_cache import clear_index_cache
+from pyama_lib.io.readers import sequence_layout
 from pyama_lib.io.readers.tiff_sequence import TiffSequenceAcquisition
 from tests.conftest import SHARED
 
@@ -40,13 +38,7 @@ def ecoli_file(t: int, c: int) -> Path:
     return ECOLI / f"2014_05_30_controlagaint{t:03d}xy1c{c}.tif"
 
 
-@pytest.fixture(autouse=True)
-def _cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """An empty index cache that also caches folders written just now."""
-    monkeypatch.setattr(index_cache, "SETTLE_SECONDS", 0.0)
-    clear_index_cache()
-    yield
-    clear_index_cache()
+pytestmark = pytest.mark.usefixtures("fresh_index_cache")
 
 
 def _copies(folder: Path, names: dict[str, Path]) -> Path:
@@ -54,6 +46,15 @@ def _copies(folder: Path, names: dict[str, Path]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, source in names.items():
         shutil.copyfile(source, folder / name)
+    return folder
+
+
+def _settled(folder: Path) -> Path:
+    """A 3-frame, 2-channel sequence whose folder last changed a minute ago (cacheable)."""
+    names = {f"exp_t{t}c{c}.tif": ecoli_file(t, c) for t in range(1, 4) for c in (1, 2)}
+    _copies(folder, names)
+    old = time.time() - 60
+    os.utime(folder, (old, old))
     return folder
 
 
@@ -204,10 +205,7 @@ def test_an_image_of_another_shape_is_found_while_planning(tmp_path: Path) -> No
 def test_the_folder_is_listed_once_per_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    names = {f"exp_t{t}c{c}.tif": ecoli_file(t, c) for t in range(1, 4) for c in (1, 2)}
-    folder = _copies(tmp_path / "exp", names)
-    old = time.time() - 60
-    os.utime(folder, (old, old))
+    folder = _settled(tmp_path / "exp")
     listings: Counter[str] = Counter()
     real = sequence_layout.os.scandir
 
@@ -316,10 +314,7 @@ def test_every_header_is_read_once_per_listing(
 ) -> None:
     from pyama_lib.io.readers import tiff_sequence
 
-    names = {f"exp_t{t}c{c}.tif": ecoli_file(t, c) for t in range(1, 4) for c in (1, 2)}
-    folder = _copies(tmp_path / "exp", names)
-    old = time.time() - 60
-    os.utime(folder, (old, old))
+    folder = _settled(tmp_path / "exp")
     reads: list[Path] = []
     real = tiff_sequence.read_header
     monkeypatch.setattr(tiff_sequence, "read_header", lambda p, *a: reads.append(p) or real(p, *a))

@@ -176,6 +176,26 @@ class Acquisition(ABC):
         )
 
 
+class LeasedAcquisition(Acquisition):
+    """A reader whose index is leased from the per-process cache
+    (:func:`~pyama_lib.io.readers.index_cache.lease_index`) in ``_open``: closing gives the
+    lease back, and the index holds each FOV's frame times (``times``, None where the file
+    records none: frame index × the index's ``interval_min``)."""
+
+    _lease: Any
+    _index: Any
+
+    def _close(self) -> None:
+        self._lease.release()
+
+    def frame_times(self, fov: int) -> np.ndarray:
+        self.check_fov(fov)
+        times = self._index.times[fov]
+        if times is None:
+            return np.arange(self.n_frames, dtype=np.float64) * self._index.interval_min
+        return times.copy()
+
+
 TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
 
 

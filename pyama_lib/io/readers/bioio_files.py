@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from pyama_lib.core.errors import CorruptFileError, UnsupportedFormatError
-from pyama_lib.io.readers.acquisition import Acquisition
+from pyama_lib.io.readers.acquisition import LeasedAcquisition
 from pyama_lib.io.readers.bioio_layout import (
     SceneLayout,
     check_czi_complete,
@@ -48,7 +48,7 @@ BIOIO_SUFFIXES = tuple(_PLUGINS)
 _INSTALL = "pip install 'pyama-flow[formats]'"
 
 
-class BioioAcquisition(Acquisition):
+class BioioAcquisition(LeasedAcquisition):
     """A CZI, LIF or DV file read through bioio: scenes are FOVs, T and C its axes.
 
     Every scene (a CZI scene, a LIF image) is one FOV; they must share frame count, channels,
@@ -117,16 +117,6 @@ class BioioAcquisition(Acquisition):
                 f"({type(exc).__name__}: {exc}); the file is damaged or truncated, re-copy it",
             ) from exc
         return np.asarray(frame, dtype=self.dtype).reshape(self.height, self.width)
-
-    def _close(self) -> None:
-        self._lease.release()
-
-    def frame_times(self, fov: int) -> np.ndarray:
-        self.check_fov(fov)
-        times = self._index.times[fov]
-        if times is None:
-            return np.arange(self.n_frames, dtype=np.float64) * self._index.interval_min
-        return times.copy()
 
     def describe(self) -> list[str]:
         index = self._index

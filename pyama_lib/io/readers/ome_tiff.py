@@ -20,7 +20,7 @@ import numpy as np
 import tifffile
 
 from pyama_lib.core.errors import CorruptFileError, PyamaError, UnsupportedFormatError
-from pyama_lib.io.readers.acquisition import Acquisition
+from pyama_lib.io.readers.acquisition import LeasedAcquisition
 from pyama_lib.io.readers.index_cache import lease_index
 from pyama_lib.io.readers.tiff_layout import (
     AxesHint,
@@ -41,7 +41,7 @@ _NO_TIMES = {
 }
 
 
-class OmeTiffAcquisition(Acquisition):
+class OmeTiffAcquisition(LeasedAcquisition):
     """A TIFF stack (OME-TIFF, ImageJ hyperstack, Micro-Manager MMStack or NDTiff dataset,
     plain multi-page TIFF) as an Acquisition.
 
@@ -122,16 +122,6 @@ class OmeTiffAcquisition(Acquisition):
                 f"({type(exc).__name__}: {exc}); the file is damaged, re-export or re-copy it",
             ) from exc
         return frame.reshape(self.height, self.width)
-
-    def _close(self) -> None:
-        self._lease.release()
-
-    def frame_times(self, fov: int) -> np.ndarray:
-        self.check_fov(fov)
-        times = self._index.times[fov]
-        if times is None:
-            return np.arange(self.n_frames, dtype=np.float64) * self._index.interval_min
-        return times.copy()
 
     def describe(self) -> list[str]:
         index = self._index
