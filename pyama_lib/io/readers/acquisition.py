@@ -196,6 +196,23 @@ class LeasedAcquisition(Acquisition):
         return times.copy()
 
 
+def assumed_times_note(path: Path, lacking: str, interval_min: float | None) -> str:
+    """The sentence a reader sets as ``times_note`` when the input records no frame times:
+    what it lacks and which interval is assumed instead.
+
+    Examples
+    --------
+    >>> assumed_times_note(Path("exp"), "the images record no times", None)[:60]
+    'exp: the images record no times; frame t is taken at t x 1 m'
+    """
+    if interval_min is None:
+        return (
+            f"{path}: {lacking}; frame t is taken at t x 1 min (PyAMA's fallback). Give the real "
+            "interval with --interval MINUTES (pyama process, pyama info)"
+        )
+    return f"{path}: {lacking}; frame t is taken at t x {interval_min:g} min, the interval given"
+
+
 TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
 
 

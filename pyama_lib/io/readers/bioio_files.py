@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from pyama_lib.core.errors import CorruptFileError, UnsupportedFormatError
-from pyama_lib.io.readers.acquisition import LeasedAcquisition
+from pyama_lib.io.readers.acquisition import LeasedAcquisition, assumed_times_note
 from pyama_lib.io.readers.bioio_layout import (
     SceneLayout,
     check_czi_complete,
@@ -186,15 +186,8 @@ class _BioioIndex:
             ) from exc
         index.interval_min = 1.0 if interval_min is None else float(interval_min)
         if any(t is None for t in index.times):
-            note = f"{path}: the file records no frame times"
-            if interval_min is None:
-                note += (
-                    "; frame t is taken at t x 1 min (PyAMA's fallback). Give the real interval "
-                    "with --interval MINUTES (pyama process, pyama info)"
-                )
-            else:
-                note += f"; frame t is taken at t x {index.interval_min:g} min, the interval given"
-            index.times_note = note
+            lacking = "the file records no frame times"
+            index.times_note = assumed_times_note(path, lacking, interval_min)
         return index
 
     def fileno(self) -> int | None:

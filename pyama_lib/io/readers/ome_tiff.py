@@ -20,7 +20,7 @@ import numpy as np
 import tifffile
 
 from pyama_lib.core.errors import CorruptFileError, PyamaError, UnsupportedFormatError
-from pyama_lib.io.readers.acquisition import LeasedAcquisition
+from pyama_lib.io.readers.acquisition import LeasedAcquisition, assumed_times_note
 from pyama_lib.io.readers.index_cache import lease_index
 from pyama_lib.io.readers.tiff_layout import (
     AxesHint,
@@ -253,12 +253,5 @@ class _TiffIndex:
         self.times: list[np.ndarray | None] = meta.times or [None] * self.n_fovs
         self.interval_min = 1.0 if interval_min is None else float(interval_min)
         if any(t is None for t in self.times):
-            note = f"{path}: the file records no frame times ({_NO_TIMES[self.format_name]})"
-            if interval_min is None:
-                note += (
-                    "; frame t is taken at t x 1 min (PyAMA's fallback). Give the real interval "
-                    "with --interval MINUTES (pyama process, pyama info)"
-                )
-            else:
-                note += f"; frame t is taken at t x {self.interval_min:g} min, the interval given"
-            self.times_note = note
+            lacking = f"the file records no frame times ({_NO_TIMES[self.format_name]})"
+            self.times_note = assumed_times_note(path, lacking, interval_min)

@@ -16,6 +16,7 @@ import numpy as np
 import tifffile
 
 from pyama_lib.core.errors import CorruptFileError, UnsupportedFormatError
+from pyama_lib.io.readers.acquisition import assumed_times_note
 from pyama_lib.io.readers.mm_legacy import MicroManagerMetadata, read_metadata
 from pyama_lib.io.readers.sequence_names import (
     AXES,
@@ -288,14 +289,8 @@ def _set_times(
             layout.times.append(nominal * meta.interval_ms / 60_000.0)
         else:
             layout.times.append(nominal * step)
-            layout.times_note = (
-                f"{layout.folder}: the images record no times; frame t is taken at t x "
-                + (
-                    "1 min (PyAMA's fallback). Give the real interval with --interval MINUTES"
-                    if interval_min is None
-                    else f"{step:g} min, the interval given"
-                )
-            )
+            lacking = "the images record no times"
+            layout.times_note = assumed_times_note(layout.folder, lacking, interval_min)
 
 
 def _canonical(value: str) -> str:
