@@ -3,9 +3,10 @@
 The folder is watched with watchdog: inotify events on a local disk, or polling (a listing
 every few seconds) where no events arrive, as on SMB/NFS shares; the share's file system type
 is read from /proc/mounts, so polling is chosen by itself there (``--poll`` forces it). A
-candidate is announced (:func:`deployments.events.announce`) when its size and modification
-time have not changed for the quiet period AND it opens cleanly
-(:func:`pyama_lib.service.inbox.not_ready`). The ledger
+candidate is announced (:func:`deployments.events.announce`) when its version (size and
+modification time) has not changed for the quiet period AND it opens cleanly
+(:func:`pyama_lib.service.inbox.not_ready`). A change to a file inside a sequence folder (a
+folder of TIFF images, a Micro-Manager dataset) makes the folder the candidate. The ledger
 (:class:`pyama_lib.service.ledger.AnnouncedLedger`) remembers every announced version, so a
 restarted watcher announces only what is new, including files that finished while it was down.
 """
@@ -28,8 +29,8 @@ from watchdog.observers.polling import PollingObserver
 from pyama_lib.core.errors import InboxPathError
 from pyama_lib.service.inbox import (
     FileVersion,
+    acquisition_holding,
     find_acquisitions,
-    is_acquisition,
     not_ready,
     resolve_in_inbox,
 )
@@ -81,7 +82,8 @@ def default_ledger(folders: Sequence[str | Path]) -> Path:
 
 
 class _Candidates(FileSystemEventHandler):
-    """Collects the acquisition paths that watchdog reports as created, changed or moved."""
+    """Collects the paths that watchdog reports as created, changed or moved; which
+    acquisition each belongs to is decided later, once per round (:meth:`Watcher.check`)."""
 
     def __init__(self) -> None:
         self.paths: set[Path] = set()
@@ -90,7 +92,9 @@ class _Candidates(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         for raw in (event.src_path, getattr(event, "dest_path", "")):
             path = os.fsdecode(raw)
-            if path and is_acquisition(path):
+            # Hidden names are copy tools' temporary files: the rename into place reports the
+            # visible name.
+            if path and not Path(path).name.startswith("."):
                 with self.lock:
                     self.paths.add(Path(path))
 
@@ -107,6 +111,7 @@ class _Seen:
     said: str = ""  # the last "not ready" reason logged
     failures: int = 0  # announcements that failed in a row (the server is down)
     retry_at: float = 0.0  # monotonic time before which no announcement is tried again
+    look_at: float = 0.0  # monotonic time before which its version is not taken again
 
 
 class Watcher:
@@ -173,6 +178,14 @@ class Watcher:
                 return any(part.startswith(".") for part in path.relative_to(folder).parts)
         return False
 
+    def _acquisition(self, path: Path, known: dict[Path, bool]) -> Path | None:
+        """The acquisition ``path`` is or belongs to (the sequence folder holding it), None
+        for anything else; ``known``: what this round found out about folders."""
+        roots = [f for f in self.folders if path.is_relative_to(f)]
+        if not roots or self._hidden(path):
+            return None
+        return acquisition_holding(path, max(roots, key=lambda r: len(r.parts)), known)
+
     def stop(self) -> None:
         if self._observer is not None:
             self._observer.stop()
@@ -181,14 +194,23 @@ class Watcher:
     def check(self) -> list[FileVersion]:
         """One round: update the candidates, announce those that are complete; returns them."""
         now = time.monotonic()
+        known: dict[Path, bool] = {}  # folders this round: sequence folder or not
         for path in self._handler.take():
-            if not self._hidden(path):
-                self._seen.setdefault(path, _Seen((-1, -1), now))
+            if (acquisition := self._acquisition(path, known)) is not None:
+                self._seen.setdefault(acquisition, _Seen((-1, -1), now))
         announced = []
         for path, seen in list(self._seen.items()):
-            if not path.exists():  # deleted or renamed away: a new name is a candidate itself
-                del self._seen[path]
+            if now < seen.look_at:
                 continue
+            # A folder's images may have made a folder above it a sequence (a Micro-Manager
+            # position folder's metadata.txt arrived): the candidate is then that folder.
+            holding = self._acquisition(path, known) if path.exists() else None
+            if holding != path:  # deleted, renamed away (a new name is a candidate itself)
+                del self._seen[path]
+                if holding is not None:
+                    self._seen.setdefault(holding, _Seen((-1, -1), now))
+                continue
+            started = time.monotonic()
             try:
                 resolve_in_inbox(path, self.folders)  # a symlink out of the folder is refused
                 version = FileVersion.of(path)
@@ -199,14 +221,22 @@ class Watcher:
             except OSError:  # gone in between
                 del self._seen[path]
                 continue
+            # A folder of 100 000 images costs a stat per image: look again only after nine
+            # times as long, so the watcher spends at most a tenth of its time on versions.
+            seen.look_at = now + 9 * (time.monotonic() - started)
             signature = (version.size, version.mtime_ns)
             if signature != seen.signature:  # a new version: a fresh start
-                self._seen[path] = _Seen(signature, now)
+                self._seen[path] = _Seen(signature, now, look_at=seen.look_at)
                 continue
             if self.ledger.has(version):  # e.g. touched back to an announced state
                 del self._seen[path]
                 continue
-            reason = not_ready(path, self.quiet_seconds, unchanged_for=now - seen.since)
+            try:
+                reason = not_ready(path, self.quiet_seconds, unchanged_for=now - seen.since)
+            except InboxPathError as exc:  # another file than checked, symlinks in a folder
+                self.log(f"not announced: {exc}")
+                del self._seen[path]
+                continue
             if reason is not None:
                 if not seen.said and not reason.startswith("still being written"):
                     self.log(f"waiting for {path}: {reason}")  # once per version of the file

@@ -75,17 +75,17 @@ def process_new_acquisition_flow(
     params: ProcessingParams | None = None,
     interval_min: Annotated[float, Field(gt=0)] | None = None,
 ) -> AcquisitionOutcome:
-    """Process the finished acquisition at ``path`` (absolute, inside one of the inbox
-    folders, ``$PYAMA_INBOX``) into ``$PYAMA_OUTPUT_ROOT/<sub-folders>/<base name>``; with
-    ``samples_yaml``, merge and fit ``model`` as well. ``interval_min``: minutes between
-    frames for inputs that record no frame times. The other parameters are
-    ``process_acquisition``'s.
+    """Process the finished acquisition at ``path`` (a file or a sequence folder, absolute,
+    inside one of the inbox folders, ``$PYAMA_INBOX``) into
+    ``$PYAMA_OUTPUT_ROOT/<sub-folders>/<base name>``; with ``samples_yaml``, merge and fit
+    ``model`` as well. ``interval_min``: minutes between frames for inputs that record no
+    frame times. The other parameters are ``process_acquisition``'s.
     """
     logger = get_run_logger()
     inbox, output_root = configured_folders()
     acquisition, root = resolve_in_inbox(path, inbox)  # refused: the run fails, nothing read
-    # Every later open must find the very file checked here (the path is opened again by
-    # path, in other processes): the readers refuse any other.
+    # Every later open must find the very file or folder checked here (the path is opened
+    # again by path, in other processes): the readers refuse any other.
     pinned = pin_in_inbox(acquisition, root)
     version = FileVersion.of(acquisition)
     _label_run(version)
@@ -93,7 +93,8 @@ def process_new_acquisition_flow(
     if is_processed(out, version):
         logger.info("%s was processed already into %s; nothing to do", acquisition, out)
         return AcquisitionOutcome(str(acquisition), str(out), "skipped")
-    # A run may have waited hours for a slot: the file may have been replaced since.
+    # A run may have waited hours for a slot: the file may have been replaced since (or a
+    # folder's image lost); a folder's every image is checked here.
     if reason := not_ready(acquisition, quiet_seconds=0, pinned=pinned):
         raise AcquisitionIncompleteError(
             acquisition,

@@ -124,7 +124,7 @@ def test_find_acquisitions_walks_sub_folders_skips_hidden_and_sorts(inbox: Path)
         "sub/deeper/d.nd2",
         "sub/.rsync-tmp/e.nd2",
         ".sync/f.nd2",
-        "z/plain.tif",
+        "z/plain.tif",  # a folder of plain TIFFs: the folder is the acquisition
     ]:
         _touch(inbox / rel)
     found = find_acquisitions(inbox)
@@ -133,6 +133,7 @@ def test_find_acquisitions_walks_sub_folders_skips_hidden_and_sorts(inbox: Path)
         inbox / "b.nd2",
         inbox / "sub" / "c.OME.TIFF",
         inbox / "sub" / "deeper" / "d.nd2",
+        inbox / "z",
     ]
     assert found == sorted(found)
     assert find_acquisitions(inbox / "sub" / "deeper") == [inbox / "sub" / "deeper" / "d.nd2"]
