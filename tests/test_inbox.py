@@ -101,6 +101,8 @@ def outside(tmp_path: Path, nd2_dir: Path) -> Path:
         ("plate.ome.tiff", True),
         ("Plate.OME.TIFF", True),
         ("/data/2026-12-01/exp1.nd2", True),
+        ("scan.czi", True),  # through bioio (the formats extra)
+        ("Slide.LIF", True),
         (".exp1.nd2", False),  # hidden: a copy tool's temporary name
         (".exp1.nd2.XyZ12", False),
         ("exp1.nd2.part", False),

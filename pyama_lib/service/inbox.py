@@ -36,6 +36,7 @@ from pyama_lib.io import open_acquisition
 from pyama_lib.io.atomic import atomic_write_text
 from pyama_lib.io.plain import iso_time
 from pyama_lib.io.readers.acquisition import acquisition_base_name
+from pyama_lib.io.readers.bioio_files import BIOIO_SUFFIXES
 from pyama_lib.service.inbox_folders import (
     folder_state,
     is_sequence_folder,
@@ -43,8 +44,9 @@ from pyama_lib.service.inbox_folders import (
     sequence_holding,
 )
 
-#: The files the inbox treats as acquisitions (case-insensitive).
-ACQUISITION_SUFFIXES = (".nd2", ".ome.tif", ".ome.tiff")
+#: The files the inbox treats as acquisitions (case-insensitive); CZI, LIF and DV need the
+#: formats extra. Folders of TIFF images are acquisitions too (inbox_folders).
+ACQUISITION_SUFFIXES = (".nd2", ".ome.tif", ".ome.tiff", *BIOIO_SUFFIXES)
 #: Written into an acquisition's output folder once its work has finished.
 PROCESSED_RECORD = "inbox.yaml"
 #: Where the inbox service's runs find their configured folders (``pyama serve`` sets them;
