@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyama_lib.io.readers.mm_legacy import METADATA_FILE
+from pyama_lib.io.readers.tiff_images import is_tiff_name
 
 _OME_SUFFIXES = (".ome.tif", ".ome.tiff")
 
@@ -33,12 +34,7 @@ def is_plain_tiff(name: str) -> bool:
     >>> is_plain_tiff("t001xy1c1.tif"), is_plain_tiff("plate.ome.tif"), is_plain_tiff(".a.tif")
     (True, False, False)
     """
-    lower = name.lower()
-    return (
-        not name.startswith(".")
-        and lower.endswith((".tif", ".tiff"))
-        and not lower.endswith(_OME_SUFFIXES)
-    )
+    return is_tiff_name(name) and not name.lower().endswith(_OME_SUFFIXES)
 
 
 def _entries(folder: Path) -> list[os.DirEntry[str]]:
